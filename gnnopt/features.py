@@ -1,0 +1,58 @@
+"""Per-element optimizer features: momenta and the log/sign preprocessing.
+
+Each parameter element carries momenta ``m_beta <- beta * m_beta + g`` for the betas in
+:data:`BETAS` (no ``(1 - beta)`` factor). The raw features of an element are
+``[theta, g, m_0.5, ..., m_0.9999]``; each raw value ``x`` is preprocessed as in
+Andrychowicz et al. 2016 ("Learning to learn by gradient descent by gradient descent",
+appendix A) with ``p = 10``::
+
+    (log|x| / p, sign x)   if |x| >= exp(-p)
+    (-1, exp(p) * x)       otherwise
+
+so every element is described by ``2 * (2 + len(BETAS))`` numbers (:data:`FEATURE_SIZE`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+BETAS: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
+RAW_FEATURES: int = 2 + len(BETAS)  # theta, grad, one momentum per beta
+FEATURE_SIZE: int = 2 * RAW_FEATURES
+PREPROCESS_P: float = 10.0
+
+
+def update_momenta(momenta: Tensor, grad: Tensor, betas: Tensor) -> Tensor:
+    """Return ``betas * momenta + grad``.
+
+    Shapes:
+        momenta: ``[len(BETAS), P]``; grad: ``[P]``; betas: ``[len(BETAS)]``.
+    """
+    return torch.addcmul(grad.unsqueeze(0), betas.unsqueeze(1), momenta)
+
+
+def preprocess(raw: Tensor, p: float = PREPROCESS_P) -> Tensor:
+    """Log/sign preprocessing of raw features (Andrychowicz et al. 2016, app. A).
+
+    Shapes:
+        raw: ``[..., F]`` -> ``[..., 2F]`` laid out as ``[log part (F) | sign part (F)]``.
+    """
+    threshold = math.exp(-p)
+    magnitude = raw.abs()
+    large = magnitude >= threshold
+    # clamp before the log so small values never produce -inf (and NaN gradients)
+    log_part = torch.where(large, magnitude.clamp_min(threshold).log() / p, torch.full_like(raw, -1.0))
+    sign_part = torch.where(large, torch.sign(raw), raw * math.exp(p))
+    return torch.cat([log_part, sign_part], dim=-1)
+
+
+def element_features(theta: Tensor, grad: Tensor, momenta: Tensor) -> Tensor:
+    """Features of every element of a flat parameter vector.
+
+    Shapes:
+        theta, grad: ``[P]``; momenta: ``[len(BETAS), P]`` -> ``[P, FEATURE_SIZE]``.
+    """
+    raw = torch.cat([theta.unsqueeze(0), grad.unsqueeze(0), momenta], dim=0)
+    return preprocess(raw.t())

@@ -1,0 +1,79 @@
+"""The learned update as one pure function, shared by ``GNNOptimizer.step`` and meta-training.
+
+For every parameter element (Kofinas et al. 2024, sec. 4.3; Metz et al. 2019)::
+
+    m_beta <- beta * m_beta + g                       for beta in BETAS
+    x      =  preprocess([theta, g, m_0.5, ..., m_0.9999])       (14 features)
+    d, m   =  rule(x, graph)
+    delta  =  d * lambda * exp(lambda * m)            (lambda = rule.config["update_scale"])
+
+:func:`learned_update` returns ``delta`` (the caller adds ``lr * delta`` and applies weight
+decay) and the new momenta. It runs under whatever grad mode the caller chose: no grad in
+``step()``, grad into the rule's weights in meta-training. The features are computed from
+detached parameters and gradients, so meta-gradients flow through ``delta`` only.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .features import BETAS, element_features, update_momenta
+from .graph import NeuralGraph
+from .rules.base import RuleState, UpdateRule
+
+
+class UpdateResult(NamedTuple):
+    updates: list[Tensor]  # delta per parameter, shaped like it (float32 or the param dtype)
+    momenta: list[Tensor]  # [len(BETAS), *param.shape] per parameter
+    rule_state: RuleState
+
+
+def init_momenta(param: Tensor) -> Tensor:
+    """Zero momenta for one parameter: ``[len(BETAS), *param.shape]`` in float32."""
+    return torch.zeros((len(BETAS), *param.shape), dtype=torch.float32, device=param.device)
+
+
+def learned_update(
+    rule: UpdateRule,
+    graph: NeuralGraph,
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momenta: Sequence[Tensor],
+    rule_state: RuleState = None,
+) -> UpdateResult:
+    """Compute every parameter's learned update in one pass of ``rule`` over ``graph``.
+
+    Args:
+        rule: the learned update rule.
+        graph: the neural graph of exactly this ordered list of parameters.
+        params, grads: one tensor per parameter (grads already zero where absent).
+        momenta: ``[len(BETAS), *shape]`` per parameter.
+        rule_state: the rule's recurrent state from the previous step (stateful rules).
+
+    Shapes:
+        internally everything is flattened to ``P = graph.num_elements`` elements:
+        features ``[P, 14]``, rule output ``[P, 2]``.
+    """
+    if not (len(params) == len(grads) == len(momenta) == graph.num_tensors):
+        raise ValueError(
+            f"graph has {graph.num_tensors} tensors but got {len(params)} params, "
+            f"{len(grads)} grads and {len(momenta)} momenta"
+        )
+    theta = torch.cat([p.detach().reshape(-1).float() for p in params])
+    grad = torch.cat([g.detach().reshape(-1).float() for g in grads])
+    old = torch.cat([m.reshape(len(BETAS), -1) for m in momenta], dim=1)
+    betas = torch.tensor(BETAS, dtype=old.dtype, device=old.device)
+    new = update_momenta(old, grad, betas)
+
+    out, rule_state = rule(element_features(theta, grad, new), graph, rule_state)
+    scale = rule.config["update_scale"]
+    direction, magnitude = out.unbind(dim=1)
+    delta = direction * scale * torch.exp(scale * magnitude)
+
+    sizes = [p.numel() for p in params]
+    updates = [d.view(p.shape) for d, p in zip(delta.split(sizes), params)]
+    new_momenta = [m.reshape(len(BETAS), *p.shape) for m, p in zip(new.split(sizes, dim=1), params)]
+    return UpdateResult(updates, new_momenta, rule_state)

@@ -1,0 +1,321 @@
+"""The neural graph of a model: neurons are nodes, weights are edges.
+
+Kofinas et al., "Graph Neural Networks for Learning Equivariant Representations of Neural
+Networks" (ICLR 2024), section 2: every input feature/channel and every neuron/output
+channel is a node; every (in, out) pair of a layer is an edge carrying that weight (a conv
+edge carries its whole kernel, zero-padded to ``max_kernel_size ** 2`` positions), plus a
+reverse edge so messages flow both ways. Biases and norm scales/shifts live on the nodes.
+
+Layers are inferred from the ordered parameters: a weight ``[out, in]`` (Linear) or
+``[out, in, kh, kw]`` (Conv2d) followed by 1-D parameters of size ``out`` (its bias, norm
+scales and shifts). A layer chains onto the previous one when its ``in`` equals the
+previous ``out`` (conv -> global average pool -> linear chains on channels); otherwise it
+starts a new chain with fresh input nodes. Anything else (embeddings, attention
+projections, 3-D tensors, kernels larger than ``max_kernel_size``) is *fallback*: it is
+still optimized, by the rule's head alone with a zero graph embedding.
+
+:func:`build_neural_graph` is a pure function of the parameter layout (names, shapes,
+kinds), and its result is cached: a training step only gathers features into the
+precomputed index tensors. No dense ``N x N`` tensor is ever built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+#: Module categories a caller may attach to each parameter (``None``: infer from name/shape).
+LAYER, NORM, OTHER = "layer", "norm", "other"
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuralGraph:
+    """Index tensors that turn flat per-element features into a graph and back.
+
+    Elements are numbered by concatenating the flattened parameters in order.
+
+    Shapes:
+        edge_index: ``[2, 2E]`` (source, target); forward edges first, then reverse ones.
+        node_roles: ``[N, role_features]`` fixed, width-independent role encodings.
+        edge_elem_index: ``[W]`` element of each graph weight; edge_elem_slot: ``[W]``
+            its row in the ``[E * kernel_positions]`` edge-feature table.
+        node_elem_index: ``[A]`` elements attached to nodes (biases, norm params);
+            node_elem_node: ``[A]`` their node; node_inv_count: ``[N, 1]``.
+        readout_index: ``[P]`` row of every element in ``cat([edge_emb (E), node_emb (N),
+            zero row])``; tensor_index: ``[P]`` parameter tensor of every element.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    num_nodes: int
+    num_edges: int
+    num_elements: int
+    kernel_positions: int
+    fallback: tuple[str, ...]
+    edge_index: Tensor
+    node_roles: Tensor
+    edge_elem_index: Tensor
+    edge_elem_slot: Tensor
+    node_elem_index: Tensor
+    node_elem_node: Tensor
+    node_inv_count: Tensor
+    readout_index: Tensor
+    tensor_index: Tensor
+
+    @property
+    def num_tensors(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.edge_index.device
+
+    def to(self, device: torch.device | str) -> NeuralGraph:
+        """A copy with every index tensor on ``device``."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
+    def node_features(self, feats: Tensor) -> Tensor:
+        """Mean features of the elements attached to each node (zero for input nodes).
+
+        Shapes:
+            feats: ``[P, F]`` -> ``[N, F]``.
+        """
+        out = feats.new_zeros(self.num_nodes, feats.shape[1])
+        out.index_add_(0, self.node_elem_node, feats[self.node_elem_index])
+        return out * self.node_inv_count.to(feats.dtype)
+
+    def edge_features(self, feats: Tensor) -> Tensor:
+        """Kernel features of each forward edge, zero-padded (centred) to the max kernel.
+
+        Shapes:
+            feats: ``[P, F]`` -> ``[E, kernel_positions * F]``.
+        """
+        table = feats.new_zeros(self.num_edges * self.kernel_positions, feats.shape[1])
+        table[self.edge_elem_slot] = feats[self.edge_elem_index]
+        return table.view(self.num_edges, -1)
+
+    def readout(self, edge_emb: Tensor, node_emb: Tensor) -> Tensor:
+        """The graph embedding of every element: its edge's, its node's, or zeros.
+
+        Shapes:
+            edge_emb: ``[E, H]``; node_emb: ``[N, H]`` -> ``[P, H]``.
+        """
+        zero = node_emb.new_zeros(1, node_emb.shape[1])
+        return torch.cat([edge_emb, node_emb, zero], dim=0)[self.readout_index]
+
+
+def wave_encoding(x: Tensor, dim: int) -> Tensor:
+    """Sinusoidal encoding of integer positions, independent of any width.
+
+    Shapes:
+        x: ``[N]`` -> ``[N, dim]`` (dim even).
+    """
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(dim // 2, dtype=torch.float32) / max(dim // 2 - 1, 1))
+    angles = x.to(torch.float32).unsqueeze(1) * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def role_features(role_dim: int) -> int:
+    """Width of :attr:`NeuralGraph.node_roles` for a given wave dimension."""
+    return 4 * role_dim + 2
+
+
+def infer_kinds(model: torch.nn.Module) -> dict[str, str]:
+    """Category of each named parameter of ``model`` from the module that owns it."""
+    layer_types = (torch.nn.Linear, torch.nn.Conv2d)
+    kinds = {}
+    for module_name, module in model.named_modules():
+        own = list(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        if isinstance(module, layer_types):
+            kind = LAYER
+        elif all(p.dim() == 1 for _, p in own):
+            kind = NORM  # BatchNorm, LayerNorm, GroupNorm, ...: per-channel scales/shifts
+        else:
+            kind = OTHER
+        for name, _ in own:
+            kinds[f"{module_name}.{name}" if module_name else name] = kind
+    return kinds
+
+
+@dataclasses.dataclass
+class _Layer:
+    param: int
+    out_nodes: range
+    in_nodes: range
+    chain: int
+    depth: int
+
+
+def _is_layer_weight(name: str, shape: tuple[int, ...], kind: str | None, max_kernel: int) -> bool:
+    if kind not in (None, LAYER) or len(shape) not in (2, 4):
+        return False
+    if len(shape) == 4 and (shape[2] > max_kernel or shape[3] > max_kernel):
+        return False
+    return kind == LAYER or name.rsplit(".", 1)[-1] == "weight"
+
+
+def build_neural_graph(
+    names: Sequence[str],
+    shapes: Sequence[Sequence[int]],
+    kinds: Sequence[str | None] | None = None,
+    *,
+    max_kernel_size: int = 5,
+    role_dim: int = 8,
+) -> NeuralGraph:
+    """Build (or fetch from the cache) the neural graph of an ordered parameter layout.
+
+    Args:
+        names: parameter names in order (used to recognise ``*.weight`` and in warnings).
+        shapes: parameter shapes in the same order.
+        kinds: per-parameter module category (``"layer"``, ``"norm"``, ``"other"``) or
+            ``None`` to infer from names and shapes.
+        max_kernel_size: conv kernels are centred in a ``K x K`` grid of positions.
+        role_dim: width of each sinusoidal role encoding.
+    """
+    if len(names) != len(shapes):
+        raise ValueError(f"got {len(names)} names for {len(shapes)} shapes")
+    kinds = tuple(kinds) if kinds is not None else (None,) * len(names)
+    if len(kinds) != len(names):
+        raise ValueError(f"got {len(kinds)} kinds for {len(names)} parameters")
+    if max_kernel_size < 1 or role_dim < 2 or role_dim % 2:
+        raise ValueError(f"Invalid max_kernel_size={max_kernel_size} or role_dim={role_dim} (must be even)")
+    key = (tuple(names), tuple(tuple(int(d) for d in s) for s in shapes), kinds)
+    return _build_cached(*key, max_kernel_size, role_dim)
+
+
+@lru_cache(maxsize=32)
+def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
+    K2 = max_kernel_size * max_kernel_size
+    num_nodes = 0
+    chain = -1
+    layers: list[_Layer] = []
+    attached: dict[int, _Layer] = {}  # 1-D param index -> the layer whose nodes it joins
+    fallback: list[int] = []
+    current: _Layer | None = None
+    for i, (name, shape, kind) in enumerate(zip(names, shapes, kinds)):
+        if _is_layer_weight(name, shape, kind, max_kernel_size):
+            out_dim, in_dim = shape[0], shape[1]
+            if current is not None and current.out_nodes.stop - current.out_nodes.start == in_dim:
+                in_nodes, depth = current.out_nodes, current.depth + 1
+            else:
+                chain += 1
+                in_nodes, depth = range(num_nodes, num_nodes + in_dim), 1
+                num_nodes += in_dim
+            current = _Layer(i, range(num_nodes, num_nodes + out_dim), in_nodes, chain, depth)
+            num_nodes += out_dim
+            layers.append(current)
+        elif (
+            len(shape) == 1 and kind != OTHER and current is not None
+            and shape[0] == len(current.out_nodes)
+        ):
+            attached[i] = current
+        else:
+            fallback.append(i)
+
+    # role encodings: layer index from the input and from the output of each chain,
+    # and identities of input / output neurons (Kofinas et al., sec. 3: positional
+    # encodings only where the permutation symmetry is broken)
+    chain_depth = {}
+    for layer in layers:
+        chain_depth[layer.chain] = max(chain_depth.get(layer.chain, 0), layer.depth)
+    from_input = torch.zeros(num_nodes, dtype=torch.long)
+    from_output = torch.zeros(num_nodes, dtype=torch.long)
+    in_id = torch.full((num_nodes,), -1, dtype=torch.long)
+    out_id = torch.full((num_nodes,), -1, dtype=torch.long)
+    for layer in layers:
+        total = chain_depth[layer.chain]
+        if layer.depth == 1:
+            nodes = torch.arange(layer.in_nodes.start, layer.in_nodes.stop)
+            from_output[nodes] = total
+            in_id[nodes] = torch.arange(len(nodes))
+        nodes = torch.arange(layer.out_nodes.start, layer.out_nodes.stop)
+        from_input[nodes] = layer.depth
+        from_output[nodes] = total - layer.depth
+        if layer.depth == total:
+            out_id[nodes] = torch.arange(len(nodes))
+    is_in, is_out = (in_id >= 0), (out_id >= 0)
+    node_roles = torch.cat(
+        [
+            wave_encoding(from_input, role_dim),
+            wave_encoding(from_output, role_dim),
+            wave_encoding(in_id.clamp_min(0), role_dim) * is_in.unsqueeze(1),
+            wave_encoding(out_id.clamp_min(0), role_dim) * is_out.unsqueeze(1),
+            is_in.unsqueeze(1).float(),
+            is_out.unsqueeze(1).float(),
+        ],
+        dim=1,
+    )
+
+    sizes = [math.prod(s) for s in shapes]
+    offsets = [0]
+    for s in sizes:
+        offsets.append(offsets[-1] + s)
+    num_elements = offsets[-1]
+    num_edges = sum(len(layer.out_nodes) * len(layer.in_nodes) for layer in layers)
+    readout = torch.full((num_elements,), num_edges + num_nodes, dtype=torch.long)
+
+    src, dst, elem_index, elem_slot = [], [], [], []
+    edge_base = 0
+    for layer in layers:
+        shape = shapes[layer.param]
+        out_dim, in_dim = shape[0], shape[1]
+        kh, kw = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
+        # edge e = edge_base + o * in_dim + j carries weight[o, j, :, :]
+        o = torch.arange(out_dim).repeat_interleave(in_dim)
+        j = torch.arange(in_dim).repeat(out_dim)
+        src.append(j + layer.in_nodes.start)
+        dst.append(o + layer.out_nodes.start)
+        edges = torch.arange(edge_base, edge_base + out_dim * in_dim)
+        rows = torch.arange(kh).repeat_interleave(kw) + (max_kernel_size - kh) // 2
+        cols = torch.arange(kw).repeat(kh) + (max_kernel_size - kw) // 2
+        slots = rows * max_kernel_size + cols  # [kh * kw], centred in the K x K grid
+        elem_slot.append((edges.unsqueeze(1) * K2 + slots).reshape(-1))
+        elems = torch.arange(offsets[layer.param], offsets[layer.param + 1])
+        elem_index.append(elems)
+        readout[elems] = edges.repeat_interleave(kh * kw)
+        edge_base += out_dim * in_dim
+
+    node_elem_index, node_elem_node = [], []
+    for i, layer in attached.items():
+        elems = torch.arange(offsets[i], offsets[i + 1])
+        nodes = torch.arange(layer.out_nodes.start, layer.out_nodes.stop)
+        node_elem_index.append(elems)
+        node_elem_node.append(nodes)
+        readout[elems] = num_edges + nodes
+    node_elem_node_t = _cat(node_elem_node)
+    count = torch.zeros(num_nodes).index_add_(0, node_elem_node_t, torch.ones(len(node_elem_node_t)))
+
+    forward = torch.stack([_cat(src), _cat(dst)])
+    return NeuralGraph(
+        names=tuple(names),
+        shapes=shapes,
+        num_nodes=num_nodes,
+        num_edges=num_edges,
+        num_elements=num_elements,
+        kernel_positions=K2,
+        fallback=tuple(names[i] for i in fallback),
+        edge_index=torch.cat([forward, forward.flip(0)], dim=1),
+        node_roles=node_roles,
+        edge_elem_index=_cat(elem_index),
+        edge_elem_slot=_cat(elem_slot),
+        node_elem_index=_cat(node_elem_index),
+        node_elem_node=node_elem_node_t,
+        node_inv_count=(1.0 / count.clamp_min(1.0)).unsqueeze(1),
+        readout_index=readout,
+        tensor_index=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)),
+    )
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)

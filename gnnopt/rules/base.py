@@ -1,0 +1,121 @@
+"""What every learned update rule shares: its config, the per-element head, save/load.
+
+A rule maps per-element features (``[P, FEATURE_SIZE]``, see :mod:`gnnopt.features`) and
+the model's :class:`~gnnopt.graph.NeuralGraph` to two numbers per element, a direction
+``d`` and a magnitude ``m`` (Metz et al. 2019, "Understanding and correcting pathologies in
+the training of learned optimizers": ``delta = d * lambda * exp(lambda * m)``).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..features import FEATURE_SIZE
+from ..graph import NeuralGraph, role_features
+
+RuleState = dict[str, Tensor] | None
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
+    """``layers`` Linear layers with SiLU between them (``layers >= 1``)."""
+    dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+    modules: list[nn.Module] = []
+    for i in range(layers):
+        modules.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < layers - 1:
+            modules.append(nn.SiLU())
+    return nn.Sequential(*modules)
+
+
+class UpdateRule(nn.Module):
+    """Base class of learned update rules.
+
+    Subclasses set :attr:`name` and :attr:`defaults` (the paper configuration) and
+    implement :meth:`forward`. Every constructor argument is JSON-able, so
+    ``config.json`` round-trips (``type(rule)(**rule.config)`` rebuilds the architecture).
+    """
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]]
+    #: whether the rule carries a state across optimizer steps (see ``pna_lstm``)
+    stateful: ClassVar[bool] = False
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        unknown = set(config) - set(self.defaults)
+        if unknown:
+            raise ValueError(
+                f"Unknown option(s) {sorted(unknown)} for rule '{self.name}'; valid: {sorted(self.defaults)}"
+            )
+        merged = {**self.defaults, **config}
+        for key, value in merged.items():
+            if isinstance(self.defaults[key], int) and not isinstance(self.defaults[key], bool):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"Invalid {key}: {value!r} (a positive integer is required)")
+        if not merged["update_scale"] > 0:
+            raise ValueError(f"Invalid update_scale: {merged['update_scale']}")
+        json.dumps(merged)  # config must be JSON-able
+        self.config: dict[str, Any] = merged
+
+    # -- the graph this rule expects -------------------------------------------------
+    @property
+    def graph_options(self) -> dict[str, int]:
+        """Keyword arguments for :func:`~gnnopt.graph.build_neural_graph`."""
+        return {
+            "max_kernel_size": self.config.get("max_kernel_size", 5),
+            "role_dim": self.config.get("role_dim", 8),
+        }
+
+    @property
+    def node_input_size(self) -> int:
+        return FEATURE_SIZE + role_features(self.graph_options["role_dim"])
+
+    @property
+    def edge_input_size(self) -> int:
+        return FEATURE_SIZE * self.graph_options["max_kernel_size"] ** 2
+
+    def init_state(self, graph: NeuralGraph, device: torch.device) -> RuleState:
+        """The rule's recurrent state before the first step (``None`` if stateless)."""
+        return None
+
+    def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
+        """Shapes: feats ``[P, FEATURE_SIZE]`` -> (``[P, 2]`` direction/magnitude, new state)."""
+        raise NotImplementedError
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save_pretrained(self, save_directory, *, model_card: str | None = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (+ ``README.md``) to a directory."""
+        from ..hub import save_rule
+
+        save_rule(self, save_directory, model_card=model_card)
+
+    def push_to_hub(self, repo_id: str, *, model_card: str | None = None, **kwargs: Any) -> str:
+        """Upload the three checkpoint files to a Hugging Face Hub model repo."""
+        from ..hub import push_rule_to_hub
+
+        return push_rule_to_hub(self, repo_id, model_card=model_card, **kwargs)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
+
+
+class Head(nn.Module):
+    """The per-element MLP that maps ``[graph embedding | own features]`` to ``(d, m)``.
+
+    The paper's FF optimizer is exactly this head with a zero-width embedding.
+    """
+
+    def __init__(self, embed_dim: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.net = mlp(embed_dim + FEATURE_SIZE, hidden, 2, layers)
+        # start with small updates: an untrained rule should not blow the optimizee up
+        with torch.no_grad():
+            self.net[-1].weight.mul_(0.1)
+            self.net[-1].bias.zero_()
+
+    def forward(self, feats: Tensor, embedding: Tensor | None = None) -> Tensor:
+        x = feats if embedding is None else torch.cat([embedding, feats], dim=1)
+        return self.net(x)

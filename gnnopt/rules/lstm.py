@@ -1,0 +1,44 @@
+"""``lstm``: a per-tensor LSTM feeding a per-element head.
+
+Each parameter tensor is summarised by the mean of its projected element features; an
+LSTM cell reads the tensors in order (input to output), so each tensor's context depends
+on the tensors before it; its output is broadcast back to the tensor's elements and
+concatenated with their own features for the FF head (the paper's "LSTM" baseline,
+Kofinas et al. 2024, sec. 4.3, after Andrychowicz et al. 2016).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..features import FEATURE_SIZE
+from ..graph import NeuralGraph
+from .base import Head, RuleState, UpdateRule
+
+
+class LSTMRule(UpdateRule):
+    name = "lstm"
+    defaults = {"hidden": 32, "layers": 1, "head_hidden": 32, "head_layers": 2, "update_scale": 0.01}
+
+    def __init__(self, **config) -> None:
+        super().__init__(**config)
+        hidden = self.config["hidden"]
+        self.proj = nn.Linear(FEATURE_SIZE, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=self.config["layers"])
+        self.head = Head(hidden, self.config["head_hidden"], self.config["head_layers"])
+
+    def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
+        projected = torch.relu(self.proj(feats))
+        sums = projected.new_zeros(graph.num_tensors, projected.shape[1])
+        sums.index_add_(0, graph.tensor_index, projected)
+        counts = torch.tensor([max(1, _numel(s)) for s in graph.shapes], dtype=feats.dtype, device=feats.device)
+        summary, _ = self.lstm((sums / counts.unsqueeze(1)).unsqueeze(1))  # [T, 1, H]
+        context = summary.squeeze(1)[graph.tensor_index]
+        return self.head(feats, context), None
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

@@ -1,0 +1,224 @@
+"""The torch.optim.Optimizer contract, run over every registered rule."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from conftest import make_sign_descent, small_batch, small_cnn
+from gnnopt import GNNOptimizer
+from gnnopt.rules import create
+
+
+def _loss(model, seed=0):
+    x, y = small_batch(seed)
+    return F.cross_entropy(model(x), y)
+
+
+def _backward(model, opt, seed=0):
+    opt.zero_grad()
+    loss = _loss(model, seed)
+    loss.backward()
+    return loss
+
+
+def _flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def test_step_with_closure_returns_loss_and_enables_grad(rule_name):
+    torch.manual_seed(0)
+    model = small_cnn()
+    opt = GNNOptimizer(model.named_parameters(), create(rule_name))
+
+    def closure():
+        assert torch.is_grad_enabled()
+        opt.zero_grad()
+        loss = _loss(model)
+        loss.backward()
+        return loss
+
+    before = _flat(model)
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and torch.isfinite(loss)
+    assert not torch.equal(before, _flat(model))
+
+
+def test_zero_grad(rule_name):
+    model = small_cnn()
+    opt = GNNOptimizer(model, create(rule_name))
+    _backward(model, opt)
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_sign_descent_head_lowers_the_loss(rule_name):
+    torch.manual_seed(0)
+    model = small_cnn()
+    opt = GNNOptimizer(model.named_parameters(), make_sign_descent(create(rule_name)))
+    first = _loss(model).item()
+    for _ in range(30):
+        _backward(model, opt)
+        opt.step()
+    assert _loss(model).item() < first - 0.05
+
+
+def test_per_group_lr_and_weight_decay(rule_name):
+    torch.manual_seed(0)
+    model = small_cnn()
+    named = list(model.named_parameters())
+    groups = [
+        {"params": named[:2], "lr": 0.0, "weight_decay": 0.0},   # frozen by lr = 0
+        {"params": named[2:], "lr": 2.0, "weight_decay": 0.1},
+    ]
+    rule = create(rule_name)
+    opt = GNNOptimizer(groups, rule)
+    twin = copy.deepcopy(model)
+    twin_named = list(twin.named_parameters())
+    twin_opt = GNNOptimizer([{"params": twin_named[:2], "lr": 0.0}, {"params": twin_named[2:], "lr": 1.0}], rule)
+    before = [p.detach().clone() for p in model.parameters()]
+    _backward(model, opt)
+    _backward(twin, twin_opt)
+    opt.step()
+    twin_opt.step()
+    params = list(model.parameters())
+    assert torch.equal(params[0], before[0]) and torch.equal(params[1], before[1])
+    # group 2: theta (1 - lr * wd) + lr * delta, with delta read off the lr = 1, wd = 0 twin
+    for p, b, t in zip(params[2:], before[2:], list(twin.parameters())[2:]):
+        delta = t.detach() - b
+        torch.testing.assert_close(p.detach(), b * (1 - 2.0 * 0.1) + 2.0 * delta, rtol=1e-5, atol=1e-6)
+
+
+def test_invalid_options_raise():
+    model = small_cnn()
+    with pytest.raises(ValueError, match="Invalid lr"):
+        GNNOptimizer(model, create("ff"), lr=-1.0)
+    with pytest.raises(ValueError, match="Invalid weight_decay"):
+        GNNOptimizer(model, create("ff"), weight_decay=-0.1)
+    with pytest.raises(TypeError, match="UpdateRule"):
+        GNNOptimizer(model, torch.optim.Adam)
+    with pytest.raises(ValueError, match="Unknown rule"):
+        create("nope")
+    with pytest.raises(ValueError, match="Unknown option"):
+        create("pna", hiden=3)
+    with pytest.raises(ValueError, match="Invalid hidden"):
+        create("ff", hidden=0)
+
+
+def test_add_param_group_rebuilds_graph(rule_name):
+    torch.manual_seed(0)
+    model = small_cnn()
+    named = list(model.named_parameters())
+    opt = GNNOptimizer(named[:4], create(rule_name))
+    nodes = opt.graph.num_nodes
+    _backward(model, opt)
+    opt.step()
+    opt.add_param_group({"params": named[4:], "lr": 0.5})
+    assert opt.graph.num_nodes > nodes and opt.graph.num_tensors == len(named)
+    before = named[-1][1].detach().clone()
+    _backward(model, opt)
+    opt.step()
+    assert not torch.equal(before, named[-1][1])
+
+
+def test_skips_params_without_grad(rule_name):
+    torch.manual_seed(0)
+    model = small_cnn()
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    opt = GNNOptimizer(model.named_parameters(), create(rule_name))
+    frozen = params[0].detach().clone()
+    _backward(model, opt)
+    params[1].grad = None  # grad None: skipped too
+    untouched = params[1].detach().clone()
+    stepped = params[2].detach().clone()
+    opt.step()
+    assert torch.equal(params[0], frozen) and torch.equal(params[1], untouched)
+    assert torch.count_nonzero(opt.state[params[1]]["momenta"]) == 0
+    assert opt.state[params[1]]["step"] == 0 and opt.state[params[2]]["step"] == 1
+    assert not torch.equal(params[2], stepped)  # the others still stepped
+
+
+def test_state_dict_roundtrip_continues_bit_identically(rule_name):
+    torch.manual_seed(0)
+    model = small_cnn()
+    rule = create(rule_name)
+    opt = GNNOptimizer(model.named_parameters(), rule)
+    for step in range(3):
+        _backward(model, opt, seed=step)
+        opt.step()
+    saved_model = copy.deepcopy(model.state_dict())
+    saved = copy.deepcopy(opt.state_dict())
+    if rule.stateful:
+        assert "rule_state" in saved["state"]
+    for step in range(3, 6):
+        _backward(model, opt, seed=step)
+        opt.step()
+    expected = _flat(model)
+
+    restored = small_cnn()
+    restored.load_state_dict(saved_model)
+    opt2 = GNNOptimizer(restored.named_parameters(), rule)
+    reference = copy.deepcopy(saved)
+    opt2.load_state_dict(saved)
+    assert _same_nested(saved, reference), "load_state_dict mutated its argument"
+    for step in range(3, 6):
+        _backward(restored, opt2, seed=step)
+        opt2.step()
+        assert _same_nested(saved, reference), "stepping mutated the loaded state_dict"
+    assert torch.equal(_flat(restored), expected)
+
+
+def test_lr_scheduler_scales_the_update(rule_name):
+    torch.manual_seed(0)
+    model = small_cnn()
+    twin = copy.deepcopy(model)
+    rule = create(rule_name)
+    opt = GNNOptimizer(model.named_parameters(), rule)
+    twin_opt = GNNOptimizer(twin.named_parameters(), rule, lr=0.25)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.25)
+    assert opt.param_groups[0]["lr"] == 0.25
+    before = _flat(model)
+    _backward(model, opt)
+    _backward(twin, twin_opt)
+    opt.step()
+    twin_opt.step()
+    sched.step()
+    torch.testing.assert_close(_flat(model), _flat(twin))
+    assert not torch.equal(before, _flat(model))
+
+
+def test_plain_tensors_are_accepted():
+    model = small_cnn()
+    opt = GNNOptimizer(list(model.parameters()), create("pna"))
+    assert opt.graph.num_edges > 0 and not opt.graph.fallback
+    with pytest.raises(TypeError, match="iterable"):
+        GNNOptimizer(next(model.parameters()), create("ff"))
+    with pytest.raises(ValueError, match="empty"):
+        GNNOptimizer([], create("ff"))
+
+
+def test_pna_lstm_carries_state_across_steps():
+    torch.manual_seed(0)
+    model = small_cnn()
+    opt = GNNOptimizer(model.named_parameters(), create("pna_lstm"))
+    _backward(model, opt)
+    opt.step()
+    h1 = opt.state["rule_state"]["h"].clone()
+    assert h1.abs().sum() > 0
+    opt.step()  # same gradient again: a recurrent rule's state still moves
+    h2 = opt.state["rule_state"]["h"]
+    assert h2.shape == (opt.graph.num_nodes, 64) and not torch.equal(h1, h2)
+
+
+def _same_nested(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_nested(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_nested(x, y) for x, y in zip(a, b))
+    return a == b
