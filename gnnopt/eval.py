@@ -1,0 +1,270 @@
+"""The evaluation protocol (SPEC section 7) and its CLI, ``python -m gnnopt.eval``.
+
+Train a fresh optimizee of a task for ``--steps`` steps (batch 128) with a learned rule or
+a hand-designed baseline, once per seed (101-105 by default); record the train loss and
+the test loss/accuracy every ``--record-every`` steps; report mean +- std of the final
+test accuracy. A baseline's learning rate is tuned on the *validation* split over a grid
+unless ``--lr`` is given. Outputs in ``--out``: ``curves.csv``, ``results.md``,
+``results.json`` and, with matplotlib installed, ``curves.png``.
+
+    python -m gnnopt.eval --task fmnist17 --rule pna-fmnist17 --baseline adam --out results/
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .baselines import DEFAULT_LR_GRIDS, list_baselines, make_baseline
+from .data import BatchStream, Dataset, evaluate, load_dataset
+from .tasks import Task, get_task
+
+DEFAULT_SEEDS = (101, 102, 103, 104, 105)
+
+
+def train_optimizee(
+    task: Task,
+    data: Dataset,
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+    *,
+    steps: int,
+    seed: int,
+    split: str = "test",
+    record_every: int | None = None,
+) -> dict[str, Any]:
+    """Train a fresh ``task`` model for ``steps`` steps; evaluate on ``data.<split>``.
+
+    Returns ``{"loss", "accuracy", "curve": [{"step", "train_loss", "loss", "accuracy"}]}``
+    where the curve is recorded every ``record_every`` steps (and at the end). A model
+    whose training loss turns non-finite is recorded as diverged from that step on.
+    """
+    if split not in ("val", "test"):
+        raise ValueError(f"Invalid split: {split!r} (use 'val' or 'test')")
+    device = data.train.device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = task.build_model()
+    model.to(device)
+    optimizer = make_optimizer(model)
+    stream = BatchStream(data.train, task.batch_size, torch.Generator().manual_seed(seed))
+    target = getattr(data, split)
+    curve: list[dict[str, Any]] = []
+    running, count = torch.zeros((), device=device), 0
+    for step in range(1, steps + 1):
+        x, y = stream.next()
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        running, count = running + loss.detach(), count + 1
+        last = step == steps
+        if last or (record_every and step % record_every == 0):
+            train_loss = (running / count).item()
+            running, count = torch.zeros((), device=device), 0
+            eval_loss, accuracy = evaluate(model, target)
+            curve.append({"step": step, "train_loss": train_loss, "loss": eval_loss, "accuracy": accuracy})
+            if not math.isfinite(train_loss):
+                break  # diverged: the last record stands for the rest of the run
+    return {"loss": curve[-1]["loss"], "accuracy": curve[-1]["accuracy"], "curve": curve}
+
+
+def run_learned_episode(rule, task: Task, data: Dataset, *, steps: int, seed: int, split: str = "val",
+                        record_every: int | None = None) -> dict[str, Any]:
+    """:func:`train_optimizee` with a ``GNNOptimizer`` driven by ``rule`` (no rule grads)."""
+    from .optimizer import GNNOptimizer
+
+    return train_optimizee(
+        task, data, lambda m: GNNOptimizer(m.named_parameters(), rule), steps=steps, seed=seed,
+        split=split, record_every=record_every,
+    )
+
+
+def tune_lr(baseline: str, task: Task, data: Dataset, *, steps: int, seeds: Sequence[int],
+            grid: Sequence[float] | None = None, progress=None) -> tuple[float, dict[float, float]]:
+    """The grid learning rate with the best mean *validation* accuracy after ``steps``."""
+    grid = list(grid or DEFAULT_LR_GRIDS[baseline])
+    scores = {}
+    for lr in grid:
+        accs = []
+        for seed in seeds:
+            result = train_optimizee(task, data, lambda m: make_baseline(baseline, m, lr), steps=steps,
+                                     seed=seed, split="val")
+            accs.append(result["accuracy"])
+            if progress is not None:
+                progress.update(1)
+        scores[lr] = statistics.fmean(accs)
+    return max(scores, key=scores.get), scores
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        if "-" in part.strip()[1:]:
+            lo, hi = part.split("-", 1)
+            seeds.extend(range(int(lo), int(hi) + 1))
+        elif part.strip():
+            seeds.append(int(part))
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
+    return seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gnnopt.eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rule", action="append", default=[], metavar="NAME_OR_DIR",
+                   help="a learned rule: bundled name, checkpoint directory or Hub repo id (repeatable)")
+    p.add_argument("--baseline", action="append", default=[], choices=list_baselines(),
+                   help="a hand-designed baseline (repeatable)")
+    p.add_argument("--task", default="fmnist17", help="task name or id; several separated by commas")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--seeds", type=_parse_seeds, default=list(DEFAULT_SEEDS), help="e.g. 101-105 or 101,103")
+    p.add_argument("--lr", type=float, default=None, help="baseline learning rate (skips tuning)")
+    p.add_argument("--tune-seeds", type=int, default=3, help="how many of the seeds tune the baseline lr")
+    p.add_argument("--record-every", type=int, default=50)
+    p.add_argument("--rule-lr", type=float, default=1.0, help="lr multiplier of learned rules")
+    p.add_argument("--out", type=Path, default=Path("eval-out"))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--embedded", action="store_true", help="use the small embedded FashionMNIST subset (not for results)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.rule and not args.baseline:
+        print("error: give at least one --rule or --baseline", file=sys.stderr)
+        return 2
+    if args.steps < 1 or args.record_every < 1 or args.tune_seeds < 1:
+        print("error: --steps, --record-every and --tune-seeds must be positive", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from tqdm.auto import tqdm
+
+    from .hub import load_rule
+    from .optimizer import GNNOptimizer
+
+    tasks = [get_task(t.strip()) for t in args.task.split(",") if t.strip()]
+    rules = {name: load_rule(name).to(args.device) for name in args.rule}
+    rows, curves, datasets = [], [], {}
+    for task in tasks:
+        key = (task.dataset, args.embedded)
+        if key not in datasets:
+            datasets[key] = load_dataset(task.dataset, args.data_dir, device=args.device, embedded=args.embedded)
+        data = datasets[key]
+        methods: list[tuple[str, Callable[[nn.Module], torch.optim.Optimizer], dict[str, Any]]] = []
+        for name, rule in rules.items():
+            methods.append((_label(name), lambda m, r=rule: GNNOptimizer(m.named_parameters(), r, lr=args.rule_lr),
+                            {"lr": args.rule_lr}))
+        for base in args.baseline:
+            info: dict[str, Any] = {}
+            if args.lr is None:
+                seeds = args.seeds[: args.tune_seeds]
+                grid = DEFAULT_LR_GRIDS[base]
+                with tqdm(total=len(grid) * len(seeds), desc=f"{task.name}: tuning {base} lr on val") as bar:
+                    lr, scores = tune_lr(base, task, data, steps=args.steps, seeds=seeds, progress=bar)
+                info["tuning_val_acc"] = {str(k): v for k, v in scores.items()}
+            else:
+                lr = args.lr
+            info["lr"] = lr
+            methods.append((f"{base} (lr {lr:g})", lambda m, b=base, l=lr: make_baseline(b, m, l), info))
+        with warnings.catch_warnings():
+            warnings.simplefilter("once")
+            with tqdm(total=len(methods) * len(args.seeds), desc=f"{task.name}: evaluating") as bar:
+                for label, make, info in methods:
+                    finals = []
+                    for seed in args.seeds:
+                        result = train_optimizee(task, data, make, steps=args.steps, seed=seed,
+                                                 split="test", record_every=args.record_every)
+                        finals.append(result["accuracy"])
+                        curves += [{"task": task.name, "method": label, "seed": seed, **r} for r in result["curve"]]
+                        bar.update(1)
+                    rows.append({"task": task.name, "method": label, "seeds": args.seeds, "steps": args.steps,
+                                 "test_acc": finals, "mean": statistics.fmean(finals),
+                                 "std": statistics.pstdev(finals), "data": data.source, **info})
+    write_outputs(args.out, rows, curves, " ".join(["python -m gnnopt.eval", *(argv or sys.argv[1:])]))
+    print(format_table(rows))
+    print(f"\nwrote {args.out}/results.md, results.json, curves.csv" +
+          (", curves.png" if (args.out / "curves.png").exists() else ""))
+    return 0
+
+
+def _label(name: str) -> str:
+    path = Path(name)
+    return path.parent.name + "/" + path.name if path.name == "best" else path.name
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| task | method | test accuracy (%) | seeds | steps |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['method']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
+                     f"{len(r['seeds'])} | {r['steps']} |")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, rows, curves, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    sources = sorted({r["data"] for r in rows})
+    (out / "results.md").write_text(
+        f"{format_table(rows)}\n\nMean ± std (population) of the final test accuracy. Data: {'; '.join(sources)}.\n"
+        f"Command: `{command}`\n")
+    (out / "results.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
+    with open(out / "curves.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["task", "method", "seed", "step", "train_loss", "loss", "accuracy"])
+        writer.writeheader()
+        writer.writerows(curves)
+    try:
+        plot_curves(curves, out / "curves.png")
+    except ImportError as err:
+        print(f"note: {err}", file=sys.stderr)
+
+
+def plot_curves(curves: list[dict[str, Any]], path: Path) -> None:
+    """Mean test accuracy and train loss against steps, one line per method, per task."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("plots need: pip install gnnopt[plot]") from err
+    tasks = sorted({c["task"] for c in curves})
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.6 * len(tasks)), squeeze=False)
+    for row, task in zip(axes, tasks):
+        for method in dict.fromkeys(c["method"] for c in curves if c["task"] == task):
+            points: dict[int, list[tuple[float, float]]] = {}
+            for c in curves:
+                if c["task"] == task and c["method"] == method:
+                    points.setdefault(c["step"], []).append((c["accuracy"], c["train_loss"]))
+            steps = sorted(points)
+            row[0].plot(steps, [100 * statistics.fmean(a for a, _ in points[s]) for s in steps], label=method)
+            row[1].plot(steps, [statistics.fmean(t for _, t in points[s]) for s in steps], label=method)
+        row[0].set(title=f"{task}: test accuracy", xlabel="step", ylabel="test accuracy (%)")
+        row[1].set(title=f"{task}: train loss", xlabel="step", ylabel="train loss (mean since last point)",
+                   yscale="log")
+        row[0].legend()
+        row[0].grid(alpha=0.3)
+        row[1].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The meta-training configuration: a frozen dataclass, written to ``config.json``."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+OBJECTIVES = ("greedy", "tbptt")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a meta-training run (SPEC section 5).
+
+    An outer step runs ``meta_batch_size`` episodes (per process) of ``inner_steps`` inner
+    steps each, then makes one meta-update of the rule with AdamW (``lr``,
+    ``weight_decay``, cosine schedule over ``outer_steps``, gradient-norm clipping at
+    ``clip`` unless 0). After outer step ``random_inner_steps_after`` (when set), each
+    episode lasts ``int(inner_steps * U(random_inner_steps_min, random_inner_steps_max))``
+    steps ("GNN-variable").
+    """
+
+    task: str = "fmnist17"
+    rule: str = "pna"
+    rule_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    objective: str = "greedy"
+    unroll: int = 10
+    inner_steps: int = 100
+    outer_steps: int = 1000
+    meta_batch_size: int = 1
+    random_inner_steps_after: int | None = None
+    random_inner_steps_min: float = 0.75
+    random_inner_steps_max: float = 2.5
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    clip: float = 1.0
+    eval_every: int = 25
+    eval_steps: int | None = None
+    save_every: int = 5
+    seed: int = 0
+    embedded: bool = False
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"Invalid objective: {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
+        for name in ("unroll", "inner_steps", "outer_steps", "meta_batch_size", "eval_every", "save_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Invalid {name}: {value!r} (a positive integer is required)")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ValueError(f"Invalid eval_steps: {self.eval_steps}")
+        if self.random_inner_steps_after is not None and self.random_inner_steps_after < 0:
+            raise ValueError(f"Invalid random_inner_steps_after: {self.random_inner_steps_after}")
+        if not 0 < self.random_inner_steps_min <= self.random_inner_steps_max:
+            raise ValueError(
+                f"Invalid random inner steps range [{self.random_inner_steps_min}, {self.random_inner_steps_max}]"
+            )
+        if self.lr <= 0 or self.weight_decay < 0 or self.clip < 0 or self.warmup_steps < 0:
+            raise ValueError(
+                f"Invalid lr={self.lr}, weight_decay={self.weight_decay}, clip={self.clip} "
+                f"or warmup_steps={self.warmup_steps}"
+            )
+
+    @property
+    def selection_steps(self) -> int:
+        """Length of the validation episode used for model selection."""
+        return self.eval_steps or self.inner_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Unknown training option(s): {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,322 @@
+"""Meta-training: episodes of the learned update on fresh optimizees, meta-updates of the rule.
+
+Every inner step calls :func:`gnnopt.functional.learned_update`, the same pure function as
+``GNNOptimizer.step``; only the grad mode differs. Objectives (SPEC section 5):
+
+* ``greedy``: after each inner step, the loss of the updated optimizee on the same batch
+  is added to the meta-loss; the optimizee is detached after every step.
+* ``tbptt``: the meta-loss is the mean loss over ``unroll`` consecutive inner steps, each
+  measured on the batch after the update; gradients flow back through the whole unroll
+  (through the parameters and the updates, not through the gradient features).
+
+Every episode is seeded from ``(seed, outer step, episode, rank)``, so a resumed run draws
+exactly the episodes the uninterrupted one would have, and the rule's weights, the
+AdamW state and the step counter are all the state there is.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from ..data import BatchStream, Dataset, load_dataset
+from ..functional import init_momenta, learned_update
+from ..graph import NeuralGraph, build_neural_graph, infer_kinds
+from ..rules import UpdateRule, create
+from ..tasks import Task, get_task
+from . import checkpoint
+from .config import TrainConfig
+from .distributed import DistContext
+
+
+def episode_seed(seed: int, outer_step: int, episode: int, rank: int = 0) -> int:
+    """A distinct, reproducible seed for every episode of every process."""
+    return (seed * 1_000_003 + outer_step * 10_007 + episode * 101 + rank * 7_919_821) % (2**31 - 1)
+
+
+@dataclass
+class Optimizee:
+    """A fresh optimizee: its module (used functionally), names, graph and batch stream."""
+
+    model: nn.Module
+    names: list[str]
+    params: list[Tensor]
+    graph: NeuralGraph
+    stream: BatchStream
+
+    def loss(self, params: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(functional_call(self.model, dict(zip(self.names, params)), (x,)), y)
+
+
+def make_optimizee(task: Task, data: Dataset, seed: int, graph_options: dict[str, int], device) -> Optimizee:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = task.build_model()
+    model.to(device)
+    named = list(model.named_parameters())
+    kinds = infer_kinds(model)
+    names = [n for n, _ in named]
+    graph = build_neural_graph(names, [p.shape for _, p in named], [kinds[n] for n in names], **graph_options)
+    stream = BatchStream(data.train, task.batch_size, torch.Generator().manual_seed(seed))
+    return Optimizee(model, names, [p.detach() for _, p in named], graph.to(device), stream)
+
+
+def episode_length(cfg: TrainConfig, outer_step: int, seed: int) -> int:
+    """``inner_steps``, or after ``random_inner_steps_after`` a length drawn from the range."""
+    if cfg.random_inner_steps_after is None or outer_step < cfg.random_inner_steps_after:
+        return cfg.inner_steps
+    u = torch.rand((), generator=torch.Generator().manual_seed(seed + 1)).item()
+    factor = cfg.random_inner_steps_min + u * (cfg.random_inner_steps_max - cfg.random_inner_steps_min)
+    return max(1, int(cfg.inner_steps * factor))
+
+
+def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float) -> float:
+    """Run one episode, back-propagating ``weight * meta-loss`` into the rule's ``.grad``.
+
+    Returns the episode's mean meta-loss (a float, for logging).
+    """
+    params = opt.params
+    momenta = [init_momenta(p) for p in params]
+    state = rule.init_state(opt.graph, params[0].device)
+    total, count = 0.0, 0
+    if cfg.objective == "greedy":
+        for _ in range(steps):
+            batch = opt.stream.next()
+            leaves = [p.requires_grad_() for p in params]
+            grads = torch.autograd.grad(opt.loss(leaves, batch), leaves)
+            result = learned_update(rule, opt.graph, params, grads, momenta, state)
+            new = [p.detach() + u for p, u in zip(params, result.updates)]
+            meta = opt.loss(new, batch)
+            (meta * (weight / steps)).backward()
+            total, count = total + meta.item(), count + 1
+            params = [p.detach() for p in new]
+            momenta = result.momenta
+            state = _detach(result.rule_state)
+        return total / max(count, 1)
+
+    # tbptt: truncations of `unroll` steps; each step's loss is on its next batch
+    done = 0
+    batch = opt.stream.next()
+    while done < steps:
+        length = min(cfg.unroll, steps - done)
+        current = [p.detach().requires_grad_() for p in params]
+        metas = []
+        for t in range(length):
+            loss = opt.loss(current, batch)
+            if t > 0:
+                metas.append(loss)  # loss of the previous update, measured on a new batch
+            grads = torch.autograd.grad(loss, current, retain_graph=t > 0)
+            result = learned_update(rule, opt.graph, current, grads, momenta, state)
+            current = [p + u for p, u in zip(current, result.updates)]
+            momenta, state = result.momenta, result.rule_state
+            batch = opt.stream.next()
+        metas.append(opt.loss(current, batch))
+        meta = torch.stack(metas).mean()
+        (meta * (weight * length / steps)).backward()
+        total, count = total + meta.item() * length, count + length
+        params = [p.detach() for p in current]
+        state = _detach(state)
+        done += length
+    return total / max(count, 1)
+
+
+def _detach(state):
+    return None if state is None else {k: v.detach() for k, v in state.items()}
+
+
+class MetaTrainer:
+    """Runs (or resumes) a meta-training run into ``out_dir``.
+
+    Files: ``config.json``, ``model.safetensors`` (the latest rule, loadable with
+    ``GNNOptimizer.from_pretrained``), ``metrics.jsonl``, ``best/`` (selected on the
+    validation split), ``trainer_state.safetensors`` + ``trainer_state.json`` (resume).
+    """
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, device: str | torch.device = "cpu",
+                 data_dir: str | None = None, data: Dataset | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.dist = DistContext.from_env(device)
+        self.device = self.dist.device
+        self.task = get_task(cfg.task)
+        self.data = data if data is not None else load_dataset(
+            self.task.dataset, data_dir, device=self.device, embedded=cfg.embedded)
+        self.data = self.data.to(self.device)
+        torch.manual_seed(cfg.seed)
+        self.rule = create(cfg.rule, **cfg.rule_config).to(self.device)
+        self.meta_opt = torch.optim.AdamW(self.rule.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.best: dict[str, Any] | None = None
+        self.progress = progress and self.dist.is_main
+
+    # ------------------------------------------------------------------ schedule
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        span = max(1, cfg.outer_steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / span))
+
+    # ------------------------------------------------------------------ run
+    def resume(self) -> None:
+        """Load the stored state of a run directory; the stored config must match."""
+        stored = checkpoint.read_config(self.out)
+        if stored != self.cfg.to_dict():
+            diff = {k: (stored.get(k), v) for k, v in self.cfg.to_dict().items() if stored.get(k) != v}
+            raise ValueError(f"{self.out / 'config.json'}: the run was started with other options: {diff}")
+        self.step, self.best = checkpoint.load_trainer_state(self.out, self.rule, self.meta_opt, self.device)
+
+    def outer_step(self) -> dict[str, Any]:
+        cfg, rank = self.cfg, self.dist.rank
+        start = time.perf_counter()
+        self.rule.train()
+        self.meta_opt.zero_grad(set_to_none=False)
+        losses, lengths = [], []
+        for e in range(cfg.meta_batch_size):
+            seed = episode_seed(cfg.seed, self.step, e, rank)
+            optimizee = make_optimizee(self.task, self.data, seed, self.rule.graph_options, self.device)
+            steps = episode_length(cfg, self.step, seed)
+            weight = 1.0 / (cfg.meta_batch_size * self.dist.world_size)
+            losses.append(run_episode(self.rule, optimizee, cfg, steps, weight))
+            lengths.append(steps)
+        self.dist.all_reduce_grads(self.rule)
+        grad_norm = _grad_norm(self.rule)
+        finite = math.isfinite(grad_norm)
+        if finite and cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.rule.parameters(), cfg.clip)
+        lr = self.lr_at(self.step)
+        for group in self.meta_opt.param_groups:
+            group["lr"] = lr
+        if finite:  # a non-finite meta-gradient never reaches the rule
+            self.meta_opt.step()
+        self.step += 1
+        return {
+            "step": self.step,
+            "meta_loss": self.dist.mean(sum(losses) / len(losses)),
+            "inner_steps": lengths,
+            "grad_norm": grad_norm,
+            "skipped": not finite,
+            "lr": lr,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+
+    def validate(self) -> dict[str, float]:
+        """Run the rule on a fixed fresh optimizee; loss/accuracy on the validation split."""
+        from ..eval import run_learned_episode
+
+        self.rule.eval()
+        return run_learned_episode(
+            self.rule, self.task, self.data, steps=self.cfg.selection_steps,
+            seed=episode_seed(self.cfg.seed, 0, 0, 0) + 12_345, split="val",
+        )
+
+    def train(self) -> UpdateRule:
+        cfg = self.cfg
+        if self.dist.is_main:
+            checkpoint.write_checkpoint(self.out, self.rule, cfg, self.step)
+        bar = _progress(cfg.outer_steps, self.step, self.progress)
+        interrupted = _InterruptFlag()
+        try:
+            while self.step < cfg.outer_steps:
+                record = self.outer_step()
+                if self.step % cfg.eval_every == 0 or self.step == cfg.outer_steps:
+                    record.update(self._select())
+                if self.dist.is_main:
+                    checkpoint.append_metrics(self.out, record)
+                    if self.step % cfg.save_every == 0 or self.step == cfg.outer_steps or interrupted:
+                        checkpoint.save_trainer_state(self.out, self.rule, self.cfg, self.meta_opt, self.step, self.best)
+                bar.update(1)
+                bar.set_postfix(_postfix(record, self.best))
+                if interrupted:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if self.dist.is_main:
+                checkpoint.save_trainer_state(self.out, self.rule, self.cfg, self.meta_opt, self.step, self.best)
+                print(f"\ninterrupted: state saved at outer step {self.step}; continue with --resume")
+            raise
+        finally:
+            interrupted.restore()
+            bar.close()
+        return self.rule
+
+    def _select(self) -> dict[str, Any]:
+        """Validate on the main process and keep the best rule (never reads the test set)."""
+        if not self.dist.is_main:
+            return {}
+        val = self.validate()
+        record = {"val_loss": val["loss"], "val_acc": val["accuracy"]}
+        if self.best is None or val["accuracy"] > self.best["val_acc"]:
+            self.best = {"step": self.step, **record}
+            checkpoint.save_best(self.out, self.rule, self.cfg, self.best)
+        return record
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a flag checked between outer steps (state is saved first)."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self._old = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __bool__(self) -> bool:
+        return self.hit
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _grad_norm(module: nn.Module) -> float:
+    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="meta-training", unit="outer")
+
+
+def _postfix(record: dict[str, Any], best: dict[str, Any] | None) -> dict[str, str]:
+    out = {"meta_loss": f"{record['meta_loss']:.3f}"}
+    if "val_acc" in record:
+        out["val_acc"] = f"{record['val_acc']:.3f}"
+    if best:
+        out["best"] = f"{best['val_acc']:.3f}@{best['step']}"
+    return out
+
+
+def meta_train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, **kwargs: Any) -> UpdateRule:
+    """Meta-train (or resume) a rule; returns it. See :class:`MetaTrainer`."""
+    trainer = MetaTrainer(cfg, out_dir, **kwargs)
+    if resume:
+        trainer.resume()
+    elif (Path(out_dir) / checkpoint.STATE_JSON).exists():
+        raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    try:
+        return trainer.train()
+    finally:
+        trainer.dist.close()
+
+
+def summary(out_dir: str | Path) -> str:
+    best = json.loads((Path(out_dir) / checkpoint.STATE_JSON).read_text()).get("best")
+    return f"best validation accuracy {best['val_acc']:.4f} at outer step {best['step']}" if best else "no evaluation yet"
