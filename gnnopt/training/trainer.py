@@ -151,7 +151,9 @@ class MetaTrainer:
         self.task = get_task(cfg.task)
         self.data = data if data is not None else load_dataset(
             self.task.dataset, data_dir, device=self.device, embedded=cfg.embedded)
-        self.data = self.data.to(self.device)
+        # the test split stays where it is: meta-training never reads it
+        self.data = Dataset(self.data.train.to(self.device), self.data.val.to(self.device), self.data.test,
+                            self.data.name, self.data.source)
         torch.manual_seed(cfg.seed)
         self.rule = create(cfg.rule, **cfg.rule_config).to(self.device)
         self.meta_opt = torch.optim.AdamW(self.rule.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
