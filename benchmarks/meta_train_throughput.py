@@ -1,0 +1,79 @@
+"""Meta-training throughput: inner steps per second on task 17, against the optimizee itself.
+
+For each rule (paper configuration) and objective, one run measures side by side:
+* the optimizee's own forward+backward time at batch 128 (fmnist17 CNN), and
+* the time of one meta-training inner step (``gnnopt.training.trainer.run_episode``: the
+  optimizee's gradient, the rule's forward + backward, and for ``greedy`` the loss of the
+  updated optimizee), averaged over short episodes.
+
+Targets (issue 3, on 2 CPU cores): ``pna`` greedy >= 3x the inner steps per second of the
+reference implementation (its inner step: ~150 ms), ``ff`` at least its ~33 ms.
+
+    python benchmarks/meta_train_throughput.py --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from gnnopt.data import load_dataset
+from gnnopt.tasks import get_task
+from gnnopt.training import MetaTrainer, TrainConfig
+from gnnopt.training.trainer import make_optimizee, run_episode
+
+REFERENCE_MS = {"ff": 27.0, "lstm": 30.0, "rt": 52.0, "pna": 147.0}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rules", default="ff,pna")
+    p.add_argument("--objectives", default="greedy,tbptt")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--episode", type=int, default=10, help="inner steps per timed episode")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_dataset("fmnist", embedded=True)  # batches are the same size on the full set
+    task = get_task("fmnist17")
+    model = task.build_model()
+    x, y = data.train.x[:128], data.train.y[:128]
+
+    def fwd_bwd() -> float:
+        start = time.perf_counter()
+        F.cross_entropy(model(x), y).backward()
+        return time.perf_counter() - start
+
+    rows = []
+    for rule in args.rules.split(","):
+        for objective in args.objectives.split(","):
+            cfg = TrainConfig(rule=rule, objective=objective, inner_steps=args.episode, embedded=True)
+            trainer = MetaTrainer(cfg, "/tmp/gnnopt-bench", data=data, progress=False)
+            opt = make_optimizee(task, trainer.data, 0, trainer.rule.graph_options, "cpu")
+            run_episode(trainer.rule, opt, cfg, 2, 1.0)  # warm-up
+            fwd_bwd()
+            inner, fb = [], []
+            for _ in range(args.repeats):  # interleaved, so noise hits both alike
+                start = time.perf_counter()
+                run_episode(trainer.rule, opt, cfg, args.episode, 1.0)
+                inner.append((time.perf_counter() - start) / args.episode)
+                fb.append(statistics.median(fwd_bwd() for _ in range(5)))
+            ms, fb_ms = 1000 * statistics.median(inner), 1000 * statistics.median(fb)
+            ref = REFERENCE_MS.get(rule)
+            rows.append((rule, objective, ms, 1000 / ms, ms / fb_ms, fb_ms, ref))
+    print(f"task 17 (fmnist17), batch 128, {args.threads} threads\n")
+    print("| rule | objective | inner step ms | inner steps/s | / optimizee fwd+bwd | fwd+bwd ms | vs reference |")
+    print("|---|---|---|---|---|---|---|")
+    for rule, objective, ms, rate, ratio, fb_ms, ref in rows:
+        speedup = f"{ref / ms:.2f}x faster than {ref:.0f} ms" if ref and objective == "greedy" else "-"
+        print(f"| {rule} | {objective} | {ms:.1f} | {rate:.1f} | {ratio:.2f} | {fb_ms:.1f} | {speedup} |")
+    full = [ms for rule, objective, ms, *_ in rows if rule == "pna" and objective == "greedy"]
+    if full:
+        print(f"\npna greedy, paper recipe (1,000 x 100 inner steps): {full[0] * 1e5 / 60_000:.0f} min at this rate")
+
+
+if __name__ == "__main__":
+    main()
