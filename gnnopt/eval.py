@@ -18,7 +18,7 @@ import math
 import statistics
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,86 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def compare(
+    tasks: Sequence[str],
+    data: Dataset | Callable[[Task], Dataset],
+    rules: Mapping[str, Any],
+    baselines: Sequence[str] = (),
+    *,
+    steps: int,
+    seeds: Sequence[int],
+    tune_seeds: int = 3,
+    lr: float | None = None,
+    grid: Sequence[float] | None = None,
+    record_every: int = 50,
+    rule_lr: float = 1.0,
+    note: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Evaluate learned ``rules`` (by label) and tuned ``baselines`` on each task.
+
+    Returns ``(rows, curves)``: one row per task and method with the final test accuracy of
+    every seed, mean and std; the curves of every run. A baseline's lr is tuned on the
+    validation split over ``grid`` with the first ``tune_seeds`` seeds unless ``lr`` is given.
+    Two names of one layout (``cifar10-cnn-w32`` and ``cifar10-cnn-d3``) are run once and
+    reported under both. ``note`` (e.g. "synthetic data: not a result") is added to every row.
+    """
+    from tqdm.auto import tqdm
+
+    from .optimizer import GNNOptimizer
+
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    done: dict[str, tuple[list, list]] = {}
+    for requested in tasks:
+        task = get_task(requested)
+        if task.name in done:  # the same network under another name: reuse, relabel
+            rows += [{**r, "task": requested} for r in done[task.name][0]]
+            curves += [{**c, "task": requested} for c in done[task.name][1]]
+            continue
+        task_data = data(task) if callable(data) else data
+        methods: list[tuple[str, Callable[[nn.Module], torch.optim.Optimizer], dict[str, Any]]] = [
+            (label, lambda m, r=rule: GNNOptimizer(m.named_parameters(), r, lr=rule_lr), {"lr": rule_lr})
+            for label, rule in rules.items()
+        ]
+        for base in baselines:
+            info: dict[str, Any] = {}
+            chosen = lr
+            if chosen is None:
+                tuning = list(seeds)[:tune_seeds]
+                points = list(grid or DEFAULT_LR_GRIDS[base])
+                with tqdm(total=len(points) * len(tuning), desc=f"{requested}: tuning {base} lr on val") as bar:
+                    chosen, scores = tune_lr(base, task, task_data, steps=steps, seeds=tuning, grid=points,
+                                             progress=bar)
+                info["tuning_val_acc"] = {str(k): v for k, v in scores.items()}
+            info["lr"] = chosen
+            methods.append((f"{base} (lr {chosen:g})", lambda m, b=base, l=chosen: make_baseline(b, m, l), info))
+        task_rows, task_curves = [], []
+        with warnings.catch_warnings(), tqdm(total=len(methods) * len(seeds), desc=f"{requested}: evaluating") as bar:
+            warnings.simplefilter("once")
+            for label, make, info in methods:
+                finals = []
+                for seed in seeds:
+                    result = train_optimizee(task, task_data, make, steps=steps, seed=seed, split="test",
+                                             record_every=record_every)
+                    finals.append(result["accuracy"])
+                    task_curves += [{"task": requested, "method": label, "seed": seed, **r} for r in result["curve"]]
+                    bar.update(1)
+                task_rows.append({"task": requested, "method": label, "seeds": list(seeds), "steps": steps,
+                                  "test_acc": finals, "mean": statistics.fmean(finals),
+                                  "std": statistics.pstdev(finals), "data": task_data.source, **info,
+                                  **({"note": note} if note else {})})
+        done[task.name] = (task_rows, task_curves)
+        rows += task_rows
+        curves += task_curves
+    return rows, curves
+
+
+def rule_labels(names: Sequence[str]) -> dict[str, str]:
+    """Short labels for rule names (``runs/pna/best`` -> ``pna/best``) unless two would clash."""
+    short = [_label(n) for n in names]
+    return dict(zip(short if len(set(short)) == len(short) else names, names))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.rule and not args.baseline:
@@ -155,49 +235,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    from tqdm.auto import tqdm
-
     from .hub import load_rule
-    from .optimizer import GNNOptimizer
 
-    tasks = [get_task(t.strip()) for t in args.task.split(",") if t.strip()]
-    rules = {name: load_rule(name).to(args.device) for name in args.rule}
-    rows, curves, datasets = [], [], {}
-    for task in tasks:
-        key = (task.dataset, args.embedded)
-        if key not in datasets:
-            datasets[key] = load_dataset(task.dataset, args.data_dir, device=args.device, embedded=args.embedded)
-        data = datasets[key]
-        methods: list[tuple[str, Callable[[nn.Module], torch.optim.Optimizer], dict[str, Any]]] = []
-        for name, rule in rules.items():
-            methods.append((_label(name), lambda m, r=rule: GNNOptimizer(m.named_parameters(), r, lr=args.rule_lr),
-                            {"lr": args.rule_lr}))
-        for base in args.baseline:
-            info: dict[str, Any] = {}
-            if args.lr is None:
-                seeds = args.seeds[: args.tune_seeds]
-                grid = DEFAULT_LR_GRIDS[base]
-                with tqdm(total=len(grid) * len(seeds), desc=f"{task.name}: tuning {base} lr on val") as bar:
-                    lr, scores = tune_lr(base, task, data, steps=args.steps, seeds=seeds, progress=bar)
-                info["tuning_val_acc"] = {str(k): v for k, v in scores.items()}
-            else:
-                lr = args.lr
-            info["lr"] = lr
-            methods.append((f"{base} (lr {lr:g})", lambda m, b=base, l=lr: make_baseline(b, m, l), info))
-        with warnings.catch_warnings():
-            warnings.simplefilter("once")
-            with tqdm(total=len(methods) * len(args.seeds), desc=f"{task.name}: evaluating") as bar:
-                for label, make, info in methods:
-                    finals = []
-                    for seed in args.seeds:
-                        result = train_optimizee(task, data, make, steps=args.steps, seed=seed,
-                                                 split="test", record_every=args.record_every)
-                        finals.append(result["accuracy"])
-                        curves += [{"task": task.name, "method": label, "seed": seed, **r} for r in result["curve"]]
-                        bar.update(1)
-                    rows.append({"task": task.name, "method": label, "seeds": args.seeds, "steps": args.steps,
-                                 "test_acc": finals, "mean": statistics.fmean(finals),
-                                 "std": statistics.pstdev(finals), "data": data.source, **info})
+    try:
+        tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+        for t in tasks:
+            get_task(t)
+        rules = {label: load_rule(name).to(args.device) for label, name in rule_labels(args.rule).items()}
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cache: dict[str, Dataset] = {}
+
+    def data_for(task: Task) -> Dataset:
+        if task.dataset not in cache:
+            cache[task.dataset] = load_dataset(task.dataset, args.data_dir, device=args.device,
+                                               embedded=args.embedded)
+        return cache[task.dataset]
+
+    try:
+        rows, curves = compare(tasks, data_for, rules, args.baseline, steps=args.steps, seeds=args.seeds,
+                               tune_seeds=args.tune_seeds, lr=args.lr, record_every=args.record_every,
+                               rule_lr=args.rule_lr)
+    except FileNotFoundError as err:  # a missing data set: the message says how to get it
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     write_outputs(args.out, rows, curves, " ".join(["python -m gnnopt.eval", *(argv or sys.argv[1:])]))
     print(format_table(rows))
     print(f"\nwrote {args.out}/results.md, results.json, curves.csv" +
@@ -218,11 +280,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(out: Path, rows, curves, command: str) -> None:
+def write_outputs(out: Path, rows, curves, command: str, note: str | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sources = sorted({r["data"] for r in rows})
+    banner = f"> **{note}**\n\n" if note else ""
     (out / "results.md").write_text(
-        f"{format_table(rows)}\n\nMean ± std (population) of the final test accuracy. Data: {'; '.join(sources)}.\n"
+        f"{banner}{format_table(rows)}\n\nMean ± std (population) of the final test accuracy. Data: {'; '.join(sources)}.\n"
         f"Command: `{command}`\n")
     (out / "results.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     with open(out / "curves.csv", "w", newline="") as f:

@@ -1,0 +1,98 @@
+"""Shared plumbing of the sweep examples: learned rules against a tuned baseline over tasks.
+
+It is ``python -m gnnopt.eval``'s protocol (SPEC section 7) with the data set passed in
+rather than loaded, so the same loop runs on full data, the embedded subset or synthetic
+CIFAR-10: ``train_optimizee``, ``tune_lr`` (validation split only) and ``write_outputs``
+do the work. Not part of the gnnopt package.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from gnnopt import list_pretrained
+from gnnopt.data import Dataset
+from gnnopt.eval import compare, format_table, rule_labels, write_outputs
+from gnnopt.hub import load_rule
+from gnnopt.rules import UpdateRule
+
+#: the line that marks every output measured on data that cannot give a result
+NOT_A_RESULT = "not a result"
+
+#: the paper's protocol (SPEC section 7) and a seconds-long smoke version of it
+PROTOCOL = {"steps": 1000, "seeds": [101, 102, 103, 104, 105], "tune_seeds": 3, "grid": None, "record_every": 50}
+SMOKE = {"steps": 10, "seeds": [101, 102], "tune_seeds": 1, "grid": (1e-3, 1e-2), "record_every": 5}
+
+
+def parse_ints(text: str) -> list[int]:
+    """``"101-105"`` or ``"8,16,128"`` (or a mix) -> a list of ints."""
+    values: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        values.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    return values
+
+
+def add_common_args(p: argparse.ArgumentParser, out: str) -> None:
+    """``--rule`` (repeatable), ``--steps``, ``--seeds``, ``--out``, ``--device``."""
+    p.add_argument("--rule", action="append", default=[], metavar="NAME_OR_DIR",
+                   help="bundled name, checkpoint directory or Hub repo id (repeatable; default: all bundled)")
+    p.add_argument("--steps", type=int, default=None, help="default 1000 (10 for the smoke run)")
+    p.add_argument("--seeds", type=parse_ints, default=None, help="default 101-105 (101-102 for the smoke run)")
+    p.add_argument("--out", type=Path, default=Path(out))
+    p.add_argument("--device", default="cpu")
+
+
+def settings(p: argparse.ArgumentParser, args: argparse.Namespace, smoke: bool) -> dict:
+    """The protocol (or its smoke version) with ``--steps`` / ``--seeds`` applied."""
+    chosen = dict(SMOKE if smoke else PROTOCOL)
+    if args.steps is not None:
+        if args.steps < 1:
+            p.error(f"Invalid --steps: {args.steps} (need a positive int)")
+        chosen["steps"] = args.steps
+    if args.seeds is not None:
+        if not args.seeds:
+            p.error("--seeds names no seed")
+        chosen["seeds"] = args.seeds
+    return chosen
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    return " ".join([f"python examples/{script}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def resolve_rules(requested: Sequence[str]) -> dict[str, UpdateRule] | None:
+    """The ``--rule`` values, else every bundled checkpoint, loaded and labelled; ``None`` (and
+    a message on stderr) when there is none or one fails to load."""
+    names = list(requested) or list_pretrained()
+    if not names:
+        print("error: no pretrained rule is bundled with this install yet (list_pretrained() is empty); "
+              "pass --rule NAME_OR_DIR, e.g. a meta-training run's best/ directory", file=sys.stderr)
+        return None
+    try:
+        return {label: load_rule(name) for label, name in rule_labels(names).items()}
+    except (FileNotFoundError, ValueError) as err:  # a wrong path or a broken checkpoint, in words
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def run_sweep(tasks: Sequence[str], rules: Mapping[str, UpdateRule] | Sequence[str], *, baseline: str | None = "adam",
+              steps: int, seeds: Sequence[int], tune_seeds: int, data: Dataset, out: Path, record_every: int,
+              command: str, grid: Sequence[float] | None = None, note: str | None = None) -> list[dict]:
+    """Evaluate each rule and the tuned ``baseline`` on each task (:func:`gnnopt.eval.compare`),
+    write ``out`` and return the rows. ``note`` (e.g. "synthetic data: not a result") heads
+    ``results.md`` and is added to every row."""
+    if not isinstance(rules, Mapping):
+        rules = {label: load_rule(name) for label, name in rule_labels(rules).items()}
+    loaded = {label: rule.to(data.train.device) for label, rule in rules.items()}
+    rows, curves = compare(tasks, data, loaded, [baseline] if baseline else [], steps=steps, seeds=seeds,
+                           tune_seeds=tune_seeds, grid=grid, record_every=record_every, note=note)
+    for row in rows:
+        print(f"{row['task']}: {row['method']}: test accuracy {100 * row['mean']:.2f} ± {100 * row['std']:.2f}%")
+    write_outputs(out, rows, curves, command, note=note)
+    print(("\n" + note.upper() + "\n" if note else "\n") + format_table(rows))
+    plot = ", curves.png" if (out / "curves.png").exists() else ""
+    print(f"\nwrote {out}/results.md, results.json, curves.csv{plot}")
+    return rows

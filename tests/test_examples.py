@@ -1,0 +1,126 @@
+"""Smoke runs of the scripts in examples/: each ``main(argv)`` in its smoke form, tiny rule."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnnopt.rules import create
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str):
+    """Import ``examples/<name>.py`` as a module (examples/ is not a package)."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))  # the sweep scripts import their shared _sweep helper
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def rule_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rule") / "tiny-pna"
+    torch.manual_seed(0)
+    create("pna", hidden=8, layers=1).save_pretrained(path)
+    return path
+
+
+def check_outputs(out: Path, tasks: list[str], label: str) -> list[dict]:
+    for name in ("results.md", "results.json", "curves.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    results = (out / "results.md").read_text()
+    assert results.startswith(f"> **{label}**") and "± " in results
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["task"] for r in rows] == [t for t in tasks for _ in range(2)]  # the rule, then tuned Adam
+    assert [r["method"].split(" ")[0] for r in rows[:2]] == ["tiny-pna", "adam"]
+    assert all(r["note"] == label for r in rows)
+    return rows
+
+
+def test_cifar10_width_synthetic_smoke(tmp_path, rule_dir, capsys):
+    out = tmp_path / "width"
+    code = load_example("cifar10_width").main(["--synthetic", "--rule", str(rule_dir), "--widths", "8,16",
+                                               "--out", str(out)])
+    assert code == 0
+    assert "SYNTHETIC DATA: NOT A RESULT" in capsys.readouterr().out
+    rows = check_outputs(out, ["cifar10-cnn-w8", "cifar10-cnn-w16"], "synthetic data: not a result")
+    assert rows[0]["steps"] == 10 and rows[0]["seeds"] == [101, 102]
+    assert "synthetic (not a result)" in rows[0]["data"]
+
+
+def test_cifar10_depth_synthetic_smoke(tmp_path, rule_dir, capsys):
+    out = tmp_path / "depth"
+    code = load_example("cifar10_depth").main(["--synthetic", "--rule", str(rule_dir), "--depths", "1",
+                                               "--steps", "4", "--seeds", "101", "--out", str(out)])
+    assert code == 0
+    assert "SYNTHETIC DATA: NOT A RESULT" in capsys.readouterr().out
+    rows = check_outputs(out, ["cifar10-cnn-d1"], "synthetic data: not a result")
+    assert rows[0]["steps"] == 4 and rows[0]["seeds"] == [101]
+
+
+def test_cifar10_without_data_says_where_to_get_it(tmp_path, rule_dir, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # no download attempt
+    code = load_example("cifar10_width").main(["--rule", str(rule_dir), "--data-dir", str(tmp_path),
+                                               "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "cs.toronto.edu/~kriz/cifar.html" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweeps_need_a_rule_when_none_is_bundled(tmp_path, capsys, monkeypatch):
+    module = load_example("cifar10_depth")
+    monkeypatch.setattr(sys.modules["_sweep"], "list_pretrained", lambda: [])
+    assert module.main(["--synthetic", "--out", str(tmp_path)]) == 2
+    assert "--rule" in capsys.readouterr().err
+
+
+def test_fmnist_generalization_smoke_on_the_embedded_subset(tmp_path, rule_dir, capsys):
+    out = tmp_path / "fmnist"
+    # w16 and d2 are two layouts; fmnist17-w16 is task 17 itself, reported under the asked name
+    code = load_example("fmnist_generalization").main(["--smoke", "--rule", str(rule_dir), "--sweep", "both",
+                                                       "--widths", "16", "--depths", "1", "--steps", "6",
+                                                       "--out", str(out)])
+    assert code == 0
+    assert "EMBEDDED FASHIONMNIST SUBSET: NOT A RESULT" in capsys.readouterr().out
+    rows = check_outputs(out, ["fmnist17-w16", "fmnist17-d1"], "embedded FashionMNIST subset: not a result")
+    assert "embedded subset" in rows[0]["data"]
+
+
+def test_a_layout_with_two_names_is_trained_once(tmp_path, rule_dir):
+    sweep = load_example("_sweep")
+    from gnnopt.data import load_dataset
+
+    rows = sweep.run_sweep(["fmnist17", "fmnist17-w16"], [str(rule_dir)], baseline=None, steps=2, seeds=[101],
+                           tune_seeds=1, data=load_dataset("fmnist", embedded=True), out=tmp_path,
+                           record_every=1, command="test")
+    assert [r["task"] for r in rows] == ["fmnist17", "fmnist17-w16"]
+    assert rows[0]["test_acc"] == rows[1]["test_acc"]
+
+
+def test_any_model_reports_graph_coverage_and_the_fallback(rule_dir, capsys):
+    assert load_example("any_model").main(["--rule", str(rule_dir), "--steps", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "covers 5,220 of 5,220 parameter elements" in printed  # the residual CNN: all in the graph
+    assert "fit no layer chain" in printed and "embed.weight" in printed and "attn.in_proj_weight" in printed
+    assert "UNTRAINED" not in printed
+
+
+def test_a_broken_rule_path_is_an_error_in_words(tmp_path, capsys):
+    code = load_example("cifar10_width").main(["--synthetic", "--rule", str(tmp_path / "missing"), "--widths", "8",
+                                               "--out", str(tmp_path / "out")])
+    assert code == 2 and "not a checkpoint directory" in capsys.readouterr().err
