@@ -16,6 +16,10 @@ Targets: the ``pna`` step at most 2x forward+backward on task 17 and at most 3x 
 growing no more than linearly with the parameter count (time ratio <= param ratio).
 
     python benchmarks/step_overhead.py --threads 2 --repeats 20
+
+Compare ratios within one run, not milliseconds across runs. With more threads than idle
+cores, every small operation of a rule waits for a descheduled thread and the GNN steps
+look many times slower than they are: on a shared machine, use ``--threads 1``.
 """
 from __future__ import annotations
 
@@ -58,18 +62,13 @@ def measure(task_name: str, rules: list[str], args, device: torch.device) -> tup
         steps[name] = GNNOptimizer(model, create(name)).step
     times: dict[str, list[float]] = {key: [] for key in steps}
     keys = list(steps)
-    with torch.no_grad():
-        for r in range(args.warmup + args.repeats):
-            for key in keys[r % len(keys):] + keys[: r % len(keys)]:  # rotate the order
-                if key != "fwd+bwd":
-                    with torch.enable_grad():
-                        fwd_bwd()  # fresh gradients for the optimizer (not timed)
-                    ms = _timed(steps[key], device)
-                else:
-                    with torch.enable_grad():
-                        ms = _timed(fwd_bwd, device)
-                if r >= args.warmup:
-                    times[key].append(ms)
+    for r in range(args.warmup + args.repeats):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:  # rotate the order
+            if key != "fwd+bwd":
+                fwd_bwd()  # fresh gradients for the optimizer (not timed)
+            ms = _timed(steps[key], device)
+            if r >= args.warmup:
+                times[key].append(ms)
     return sum(p.numel() for p in model.parameters()), {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -22,6 +22,7 @@ BETAS: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
 RAW_FEATURES: int = 2 + len(BETAS)  # theta, grad, one momentum per beta
 FEATURE_SIZE: int = 2 * RAW_FEATURES
 PREPROCESS_P: float = 10.0
+_CHUNK = 32768  # elements per chunk of element_features
 
 
 def update_momenta(momenta: Tensor, grad: Tensor, betas: Tensor) -> Tensor:
@@ -43,7 +44,7 @@ def preprocess(raw: Tensor, p: float = PREPROCESS_P) -> Tensor:
     magnitude = raw.abs()
     large = magnitude >= threshold
     # clamp before the log so small values never produce -inf (and NaN gradients)
-    log_part = torch.where(large, magnitude.clamp_min(threshold).log() / p, torch.full_like(raw, -1.0))
+    log_part = torch.where(large, magnitude.clamp_min(threshold).log() / p, -1.0)
     sign_part = torch.where(large, torch.sign(raw), raw * math.exp(p))
     return torch.cat([log_part, sign_part], dim=-1)
 
@@ -54,5 +55,11 @@ def element_features(theta: Tensor, grad: Tensor, momenta: Tensor) -> Tensor:
     Shapes:
         theta, grad: ``[P]``; momenta: ``[len(BETAS), P]`` -> ``[P, FEATURE_SIZE]``.
     """
-    raw = torch.cat([theta.unsqueeze(0), grad.unsqueeze(0), momenta], dim=0)
-    return preprocess(raw.t())
+    # in chunks of elements, so that the temporaries of the preprocessing stay small
+    parts = [
+        preprocess(torch.stack([theta[rows], grad[rows], *momenta[:, rows]], dim=1))
+        for rows in (slice(start, start + _CHUNK) for start in range(0, theta.shape[0], _CHUNK))
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat(parts) if parts else theta.new_zeros(0, FEATURE_SIZE)

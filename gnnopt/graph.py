@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 #: Module categories a caller may attach to each parameter (``None``: infer from name/shape).
 LAYER, NORM, OTHER = "layer", "norm", "other"
@@ -47,6 +48,10 @@ class NeuralGraph:
             node_elem_node: ``[A]`` their node; node_inv_count: ``[N, 1]``.
         readout_index: ``[P]`` row of every element in ``cat([edge_emb (E), node_emb (N),
             zero row])``; tensor_index: ``[P]`` parameter tensor of every element.
+        message_pairs: ``[2E, 2]`` (target, ``N`` + source) of every directed edge: its two
+            rows in a ``[2N, H]`` table of per-target and per-source node projections.
+        edge_blocks: one ``(first edge, edges, first element, kh, kw)`` per layer; the
+            ``kh * kw`` elements of each of its edges are consecutive.
     """
 
     names: tuple[str, ...]
@@ -65,6 +70,8 @@ class NeuralGraph:
     node_inv_count: Tensor
     readout_index: Tensor
     tensor_index: Tensor
+    message_pairs: Tensor
+    edge_blocks: tuple[tuple[int, int, int, int, int], ...]
 
     @property
     def num_tensors(self) -> int:
@@ -101,7 +108,37 @@ class NeuralGraph:
         """
         table = feats.new_zeros(self.num_edges * self.kernel_positions, feats.shape[1])
         table[self.edge_elem_slot] = feats[self.edge_elem_index]
-        return table.view(self.num_edges, -1)
+        return table.view(self.num_edges, self.kernel_positions * feats.shape[1])
+
+    def edge_linear(self, feats: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``F.linear(self.edge_features(feats), weight, bias)`` without the padded table.
+
+        Each layer's edges read their consecutive elements as one ``[edges, kh * kw * F]``
+        view and meet only the weight columns of the kernel positions they occupy: a 3x3
+        conv edge uses 9 of the 25 positions, a linear edge 1, the rest are zeros.
+
+        Shapes:
+            feats: ``[P, F]``; weight: ``[H, kernel_positions * F]`` -> ``[E, H]``.
+        """
+        k = math.isqrt(self.kernel_positions)
+        weight = weight.view(weight.shape[0], self.kernel_positions, feats.shape[1])
+        out = []
+        for _, edges, first_elem, kh, kw in self.edge_blocks:
+            slots = _centred_slots(kh, kw, k)
+            block = feats[first_elem: first_elem + edges * kh * kw].view(edges, -1)
+            out.append(F.linear(block, weight[:, slots].flatten(1), bias))
+        if not out:
+            return feats.new_zeros(0, weight.shape[0])
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def readout_table(self, edge_emb: Tensor, node_emb: Tensor) -> Tensor:
+        """The table that :attr:`readout_index` indexes: edges, nodes, then a zero row.
+
+        Shapes:
+            edge_emb: ``[E, H]``; node_emb: ``[N, H]`` -> ``[E + N + 1, H]``.
+        """
+        zero = node_emb.new_zeros(1, node_emb.shape[1])
+        return torch.cat([edge_emb, node_emb, zero], dim=0)
 
     def readout(self, edge_emb: Tensor, node_emb: Tensor) -> Tensor:
         """The graph embedding of every element: its edge's, its node's, or zeros.
@@ -109,8 +146,17 @@ class NeuralGraph:
         Shapes:
             edge_emb: ``[E, H]``; node_emb: ``[N, H]`` -> ``[P, H]``.
         """
-        zero = node_emb.new_zeros(1, node_emb.shape[1])
-        return torch.cat([edge_emb, node_emb, zero], dim=0)[self.readout_index]
+        return self.readout_table(edge_emb, node_emb)[self.readout_index]
+
+
+@lru_cache(maxsize=None)
+def _centred_slots(kh: int, kw: int, k: int) -> list[int] | slice:
+    """Positions of a ``kh x kw`` kernel centred in a ``k x k`` grid (a slice if contiguous)."""
+    top, left = (k - kh) // 2, (k - kw) // 2
+    slots = [(top + r) * k + left + c for r in range(kh) for c in range(kw)]
+    if slots == list(range(slots[0], slots[-1] + 1)):
+        return slice(slots[0], slots[-1] + 1)
+    return slots
 
 
 def wave_encoding(x: Tensor, dim: int) -> Tensor:
@@ -265,7 +311,7 @@ def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGrap
     num_edges = sum(len(layer.out_nodes) * len(layer.in_nodes) for layer in layers)
     readout = torch.full((num_elements,), num_edges + num_nodes, dtype=torch.long)
 
-    src, dst, elem_index, elem_slot = [], [], [], []
+    src, dst, elem_index, elem_slot, blocks = [], [], [], [], []
     edge_base = 0
     for layer in layers:
         shape = shapes[layer.param]
@@ -284,6 +330,7 @@ def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGrap
         elems = torch.arange(offsets[layer.param], offsets[layer.param + 1])
         elem_index.append(elems)
         readout[elems] = edges.repeat_interleave(kh * kw)
+        blocks.append((edge_base, out_dim * in_dim, offsets[layer.param], kh, kw))
         edge_base += out_dim * in_dim
 
     node_elem_index, node_elem_node = [], []
@@ -297,6 +344,7 @@ def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGrap
     count = torch.zeros(num_nodes).index_add_(0, node_elem_node_t, torch.ones(len(node_elem_node_t)))
 
     forward = torch.stack([_cat(src), _cat(dst)])
+    edge_index = torch.cat([forward, forward.flip(0)], dim=1)
     return NeuralGraph(
         names=tuple(names),
         shapes=shapes,
@@ -305,7 +353,7 @@ def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGrap
         num_elements=num_elements,
         kernel_positions=K2,
         fallback=tuple(names[i] for i in fallback),
-        edge_index=torch.cat([forward, forward.flip(0)], dim=1),
+        edge_index=edge_index,
         node_roles=node_roles,
         edge_elem_index=_cat(elem_index),
         edge_elem_slot=_cat(elem_slot),
@@ -314,6 +362,8 @@ def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGrap
         node_inv_count=(1.0 / count.clamp_min(1.0)).unsqueeze(1),
         readout_index=readout,
         tensor_index=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)),
+        message_pairs=torch.stack([edge_index[1], edge_index[0] + num_nodes], dim=1),
+        edge_blocks=tuple(blocks),
     )
 
 

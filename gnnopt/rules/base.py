@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..features import FEATURE_SIZE
 from ..graph import NeuralGraph, role_features
@@ -106,16 +107,45 @@ class Head(nn.Module):
     """The per-element MLP that maps ``[graph embedding | own features]`` to ``(d, m)``.
 
     The paper's FF optimizer is exactly this head with a zero-width embedding.
+
+    Its first linear map is split as ``W [emb | x] = W_emb emb + W_x x``: when many
+    elements share an embedding row (the kernel positions of an edge, all elements of a
+    tensor), ``W_emb`` is applied to the table of distinct rows before they are gathered,
+    which is the same function for a fraction of the work. Elements go through the MLP in
+    chunks, so no ``[P, hidden]`` temporary is ever materialised.
     """
+
+    #: elements per chunk: a ``[chunk, 64]`` float32 activation is 8 MiB
+    chunk_size: ClassVar[int] = 32768
 
     def __init__(self, embed_dim: int, hidden: int, layers: int) -> None:
         super().__init__()
+        self.embed_dim = embed_dim
         self.net = mlp(embed_dim + FEATURE_SIZE, hidden, 2, layers)
         # start with small updates: an untrained rule should not blow the optimizee up
         with torch.no_grad():
             self.net[-1].weight.mul_(0.1)
             self.net[-1].bias.zero_()
 
-    def forward(self, feats: Tensor, embedding: Tensor | None = None) -> Tensor:
-        x = feats if embedding is None else torch.cat([embedding, feats], dim=1)
-        return self.net(x)
+    def forward(self, feats: Tensor, embedding: Tensor | None = None, index: Tensor | None = None) -> Tensor:
+        """Shapes: feats ``[P, F]``; embedding ``[P, E]``, or with ``index`` (``[P]``) a
+        table ``[R, E]`` whose row ``index[i]`` belongs to element ``i`` -> ``[P, 2]``."""
+        first, rest = self.net[0], self.net[1:]
+        emb_weight, own_weight = first.weight[:, : self.embed_dim], first.weight[:, self.embed_dim:]
+        if index is not None:
+            embedding = F.linear(embedding, emb_weight, first.bias)  # once per distinct row
+        out = []
+        for start in range(0, feats.shape[0], self.chunk_size):
+            rows = slice(start, start + self.chunk_size)
+            if embedding is None:
+                hidden = F.linear(feats[rows], own_weight, first.bias)
+            else:
+                if index is None:
+                    shared = F.linear(embedding[rows], emb_weight, first.bias)
+                else:
+                    shared = embedding.index_select(0, index[rows])
+                hidden = shared.addmm_(feats[rows], own_weight.t())  # a fresh tensor: in place is safe
+            out.append(rest(hidden))
+        if not out:
+            return feats.new_zeros(0, 2)
+        return torch.cat(out) if len(out) > 1 else out[0]

@@ -12,15 +12,24 @@ embedding concatenated with its own features.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch_geometric.nn import MessagePassing
-from torch_geometric.nn.aggr import DegreeScalerAggregation
+from torch_geometric.nn.aggr import DegreeScalerAggregation, MeanAggregation, StdAggregation
 
 from ..graph import NeuralGraph
+from ._aggr import MaxAggregation, MinAggregation
 from .base import Head, RuleState, UpdateRule, mlp
 
 AGGREGATORS = ["mean", "min", "max", "std"]
+
+
+def _aggregators():
+    """mean/min/max/std as torch_geometric modules; min and max with a lean backward (``._aggr``)."""
+    return [MeanAggregation(), MinAggregation(), MaxAggregation(), StdAggregation()]
 SCALERS = ["identity", "amplification"]
 
 
@@ -31,17 +40,23 @@ class PNALayer(MessagePassing):
     while ``edge_index`` has ``2E`` columns, forward edges first). The first linear map of
     each MLP on a concatenation is split into per-node projections that are gathered
     afterwards, which is the same function at a fraction of the cost on wide layers.
+    Per-edge work runs over chunks of :attr:`chunk_size` edges, both directions at once,
+    so that its temporaries stay small and cache-resident; only the outputs are full size.
 
     Shapes:
-        x: ``[N, H]``; edge_attr: ``[E, H]``; edge_index: ``[2, 2E]`` -> (``[N, H]``, ``[E, H]``).
+        x: ``[N, H]``; edge_attr: ``[E, H]``; graph: the :class:`NeuralGraph` (or its
+        ``edge_index``, ``[2, 2E]``) -> (``[N, H]``, ``[E, H]``).
     """
+
+    #: edges per chunk of the per-edge computations (a ``[chunk, 64]`` float32 is 2 MiB)
+    chunk_size: ClassVar[int] = 8192
 
     def __init__(self, hidden: int, reference_degree: int) -> None:
         # The degree normaliser is a buffer (saved in the checkpoint), not a function of
         # the layout the rule runs on, so a rule transfers across widths unchanged.
         deg = torch.zeros(reference_degree + 1, dtype=torch.long)
         deg[reference_degree] = 1
-        super().__init__(aggr=DegreeScalerAggregation(AGGREGATORS, SCALERS, deg=deg), node_dim=0)
+        super().__init__(aggr=DegreeScalerAggregation(_aggregators(), SCALERS, deg=deg), node_dim=0)
         self.msg_target = nn.Linear(hidden, hidden)
         self.msg_source = nn.Linear(hidden, hidden, bias=False)
         self.msg_out = nn.Linear(hidden, hidden)
@@ -55,22 +70,70 @@ class PNALayer(MessagePassing):
         self.edge_norm = nn.LayerNorm(hidden)
         self.act = nn.SiLU()
 
-    def forward(self, x: Tensor, edge_attr: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        src, dst = edge_index
+    def forward(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(graph, Tensor):
+            edge_index, pairs = graph, _message_pairs(graph, x.shape[0])
+        else:
+            edge_index, pairs = graph.edge_index, graph.message_pairs
         num_edges = edge_attr.shape[0]
-        # phi_m([v_i, v_j]) with i the target, j the source
-        hidden = self.act(self.msg_target(x)[dst] + self.msg_source(x)[src])
-        scale, shift = self.film(edge_attr).repeat(2, 1).chunk(2, dim=1)
-        messages = scale * self.msg_out(hidden) + shift
+        # phi_m([v_i, v_j]) with i the target, j the source: project the nodes, then sum
+        # the target's and the source's rows per edge
+        by_node = torch.cat([self.msg_target(x), self.msg_source(x)])
+        chunks = []
+        for rows in _chunks(num_edges, self.chunk_size):
+            both = pairs if rows.stop - rows.start == num_edges else torch.cat(
+                [pairs[rows], pairs[rows.start + num_edges: rows.stop + num_edges]])
+            hidden = self.msg_out(self.act(_pair_sum(by_node, both)))  # [2 * chunk, H]
+            # FiLM (Perez et al. 2018): an edge and its reverse share e_ij, so one
+            # projection of the edge conditions both of its messages
+            scale, shift = self.film(edge_attr[rows]).chunk(2, dim=1)
+            chunks.append(torch.addcmul(shift, hidden.view(2, *scale.shape), scale))
+        if len(chunks) == 1:
+            messages = chunks[0].flatten(0, 1)
+        else:  # forward edges first, then reverse ones
+            messages = torch.cat([c[0] for c in chunks] + [c[1] for c in chunks])
         aggregated = self.propagate(edge_index, messages=messages, size=(x.shape[0], x.shape[0]))
         x = self.node_norm(x + self.node_update(torch.cat([x, aggregated], dim=1)))
-        fsrc, fdst = src[:num_edges], dst[:num_edges]
-        update = self.edge_source(x)[fsrc] + self.edge_self(edge_attr) + self.edge_target(x)[fdst]
-        edge_attr = self.edge_norm(edge_attr + self.edge_out(self.act(update)))
-        return x, edge_attr
+        # phi_e's first layer on a forward edge from source i to target j is
+        # W_s v_i + W_e e_ij + W_t v_j + b; that edge's reverse has the pair (i, N + j),
+        # which picks exactly those rows of [W_s x + b; W_t x]
+        by_node = torch.cat([self.edge_source(x), self.edge_target(x)])
+        new_edges = []
+        for rows in _chunks(num_edges, self.chunk_size):
+            edges = edge_attr[rows]
+            update = _pair_sum(by_node, pairs[rows.start + num_edges: rows.stop + num_edges])
+            # in place on fresh results that autograd does not need: one temporary less
+            update.addmm_(edges, self.edge_self.weight.t())
+            new_edges.append(self.edge_norm(self.edge_out(self.act(update)).add_(edges)))
+        return x, new_edges[0] if len(new_edges) == 1 else torch.cat(new_edges)
 
     def message(self, messages: Tensor) -> Tensor:
         return messages
+
+
+def _chunks(total: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` covering ``range(total)`` (one, even if empty)."""
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)] or [slice(0, 0)]
+
+
+def _message_pairs(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """:attr:`NeuralGraph.message_pairs` of a bare ``edge_index``."""
+    return torch.stack([edge_index[1], edge_index[0] + num_nodes], dim=1)
+
+
+def _pair_sum(table: Tensor, pairs: Tensor) -> Tensor:
+    """``table[pairs[:, 0]] + table[pairs[:, 1]]``.
+
+    Without autograd this is one fused gather-and-add (``embedding_bag``), with no
+    ``[M, H]`` temporaries; its backward on CPU is slower than ``index_select``'s, so
+    meta-training takes the plain path.
+
+    Shapes:
+        table: ``[R, H]``; pairs: ``[M, 2]`` -> ``[M, H]``.
+    """
+    if torch.is_grad_enabled() and table.requires_grad:
+        return table.index_select(0, pairs[:, 0]) + table.index_select(0, pairs[:, 1])
+    return F.embedding_bag(pairs, table, mode="sum")
 
 
 class GraphEncoder(nn.Module):
@@ -84,7 +147,9 @@ class GraphEncoder(nn.Module):
     def forward(self, feats: Tensor, graph: NeuralGraph) -> tuple[Tensor, Tensor]:
         roles = graph.node_roles.to(feats.dtype)
         nodes = self.node(torch.cat([graph.node_features(feats), roles], dim=1))
-        return nodes, self.edge(graph.edge_features(feats))
+        # the first layer reads only the occupied kernel positions of each edge
+        first = self.edge[0]
+        return nodes, self.edge[1:](graph.edge_linear(feats, first.weight, first.bias))
 
 
 class PNARule(UpdateRule):
@@ -112,5 +177,5 @@ class PNARule(UpdateRule):
     def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         nodes, edges = self.encoder(feats, graph)
         for layer in self.layers:
-            nodes, edges = layer(nodes, edges, graph.edge_index)
-        return self.head(feats, graph.readout(edges, nodes)), None
+            nodes, edges = layer(nodes, edges, graph)
+        return self.head(feats, graph.readout_table(edges, nodes), graph.readout_index), None

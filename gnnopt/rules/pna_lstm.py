@@ -62,7 +62,7 @@ class PNALSTMRule(UpdateRule):
         nodes = self.node_encoder(torch.cat([graph.node_features(feats), roles, h], dim=1))
         edges = self.edge_encoder(graph.edge_features(feats))
         for layer in self.layers:
-            nodes, edges = layer(nodes, edges, graph.edge_index)
+            nodes, edges = layer(nodes, edges, graph)
         h, c = self.cell(nodes, (h, c))
         src, dst = graph.edge_index[:, : graph.num_edges]
         edges = edges + self.edge_source(h)[src] + self.edge_target(h)[dst]

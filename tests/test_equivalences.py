@@ -1,0 +1,133 @@
+"""The fast paths compute the same function as the plain formulas they replace.
+
+Each comparison runs in float64, so that only a change of the math (not of rounding) can
+fail it, and with tiny chunk sizes, so that the chunked code paths run on small graphs.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from conftest import task17_cnn
+from gnnopt import GNNOptimizer, features
+from gnnopt.features import BETAS, FEATURE_SIZE, element_features, preprocess
+from gnnopt.graph import build_neural_graph
+from gnnopt.rules import Head, create
+from gnnopt.rules.pna import PNALayer
+
+TOL = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def _graph(model):
+    named = list(model.named_parameters())
+    return build_neural_graph([n for n, _ in named], [p.shape for _, p in named])
+
+
+def _mixed_kernels():
+    """5x5, 3x3 and 1x1 convs, then linears: every kind of kernel placement."""
+    return nn.Sequential(nn.Conv2d(2, 3, 5), nn.Conv2d(3, 4, 3), nn.Conv2d(4, 5, 1), nn.Flatten(),
+                         nn.Linear(5, 6), nn.Linear(6, 3))
+
+
+def _feats(graph, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(graph.num_elements, FEATURE_SIZE, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("model", [_mixed_kernels(), task17_cnn()], ids=["mixed", "task17"])
+def test_edge_linear_matches_linear_of_padded_table(model):
+    graph = _graph(model)
+    feats = _feats(graph)
+    weight = torch.randn(7, graph.kernel_positions * FEATURE_SIZE, dtype=torch.float64)
+    bias = torch.randn(7, dtype=torch.float64)
+    expected = F.linear(graph.edge_features(feats), weight, bias)
+    torch.testing.assert_close(graph.edge_linear(feats, weight, bias), expected, **TOL)
+
+
+def test_graph_without_layers_has_empty_edge_tables():
+    graph = build_neural_graph(["emb.weight"], [(10, 4)], ["other"])
+    feats = _feats(graph)
+    assert graph.edge_features(feats).shape == (0, graph.kernel_positions * FEATURE_SIZE)
+    assert graph.edge_linear(feats, torch.zeros(3, graph.kernel_positions * FEATURE_SIZE)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("with_index", [True, False])
+def test_head_projects_before_gathering_and_chunks(monkeypatch, with_index):
+    torch.manual_seed(0)
+    head = Head(5, 16, 3).double()
+    feats = torch.randn(50, FEATURE_SIZE, dtype=torch.float64)
+    table = torch.randn(9, 5, dtype=torch.float64)
+    index = torch.randint(0, 9, (50,))
+    embedding = table[index]
+    expected = head.net(torch.cat([embedding, feats], dim=1))
+    expected_grads = torch.autograd.grad(expected.square().sum(), list(head.parameters()))
+    monkeypatch.setattr(Head, "chunk_size", 7)
+    out = head(feats, table, index) if with_index else head(feats, embedding)
+    torch.testing.assert_close(out, expected, **TOL)
+    grads = torch.autograd.grad(out.square().sum(), list(head.parameters()))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, **TOL)
+    ff_head = Head(0, 16, 2).double()
+    torch.testing.assert_close(ff_head(feats), ff_head.net(feats), **TOL)
+
+
+def _reference_pna_layer(layer, x, edge_attr, edge_index):
+    """The layer written plainly: gather, repeat, then PyG's aggregation."""
+    src, dst = edge_index
+    num_edges = edge_attr.shape[0]
+    hidden = layer.act(layer.msg_target(x)[dst] + layer.msg_source(x)[src])
+    scale, shift = layer.film(edge_attr).repeat(2, 1).chunk(2, dim=1)
+    messages = scale * layer.msg_out(hidden) + shift
+    aggregated = layer.aggr_module(messages, dst, dim_size=x.shape[0], dim=0)
+    x = layer.node_norm(x + layer.node_update(torch.cat([x, aggregated], dim=1)))
+    update = layer.edge_source(x)[src[:num_edges]] + layer.edge_self(edge_attr) + layer.edge_target(x)[dst[:num_edges]]
+    return x, layer.edge_norm(edge_attr + layer.edge_out(layer.act(update)))
+
+
+@pytest.mark.parametrize("chunk_size", [8192, 7])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("bare_edge_index", [False, True])
+def test_pna_layer_matches_plain_formula(monkeypatch, chunk_size, grad, bare_edge_index):
+    torch.manual_seed(0)
+    graph = _graph(_mixed_kernels())
+    layer = PNALayer(8, 4).double()
+    x = torch.randn(graph.num_nodes, 8, dtype=torch.float64)
+    edge_attr = torch.randn(graph.num_edges, 8, dtype=torch.float64)
+    expected = _reference_pna_layer(layer, x, edge_attr, graph.edge_index)
+    expected_grads = torch.autograd.grad(sum(t.square().sum() for t in expected), list(layer.parameters()))
+    monkeypatch.setattr(PNALayer, "chunk_size", chunk_size)
+    with torch.set_grad_enabled(grad):
+        out = layer(x, edge_attr, graph.edge_index if bare_edge_index else graph)
+    for got, want in zip(out, expected):
+        torch.testing.assert_close(got, want, **TOL)
+    if grad:  # meta-training: the same gradient in every rule weight
+        grads = torch.autograd.grad(sum(t.square().sum() for t in out), list(layer.parameters()))
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, **TOL)
+
+
+def test_element_features_chunks(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    theta, grad = torch.randn(23, generator=g), torch.randn(23, generator=g) * 1e-5
+    momenta = torch.randn(len(BETAS), 23, generator=g)
+    theta[3] = 0.0
+    expected = preprocess(torch.cat([theta.unsqueeze(0), grad.unsqueeze(0), momenta]).t())
+    monkeypatch.setattr(features, "_CHUNK", 5)
+    assert torch.equal(element_features(theta, grad, momenta), expected)
+    assert element_features(theta[:0], grad[:0], momenta[:, :0]).shape == (0, FEATURE_SIZE)
+
+
+@pytest.mark.parametrize("rule_name", ["pna", "rt", "pna_lstm"])
+def test_graph_rules_step_a_model_without_layers(rule_name):
+    model = nn.Embedding(10, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback warning
+        opt = GNNOptimizer(model, create(rule_name))
+    model.weight.grad = torch.randn_like(model.weight)
+    before = model.weight.detach().clone()
+    opt.step()
+    assert torch.isfinite(model.weight).all() and not torch.equal(model.weight, before)
