@@ -96,3 +96,35 @@ def run_sweep(tasks: Sequence[str], rules: Mapping[str, UpdateRule] | Sequence[s
     plot = ", curves.png" if (out / "curves.png").exists() else ""
     print(f"\nwrote {out}/results.md, results.json, curves.csv{plot}")
     return rows
+
+
+def cifar10_main(argv, *, doc: str, tasks: dict[int, str], axis: str, script: str) -> int:
+    """The CIFAR-10 sweep scripts' shared ``main``: ``--<axis>s`` picks keys of ``tasks``."""
+    from gnnopt.data import load_dataset, synthetic_cifar10
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_common_args(p, out=f"results/cifar10-{axis}")
+    p.add_argument(f"--{axis}s", type=parse_ints, default=list(tasks),
+                   help=f"a subset, e.g. {','.join(map(str, list(tasks)[:2]))} (default: all)")
+    p.add_argument("--data-dir", default=None, help="the cifar-10-batches-py folder or its parent")
+    p.add_argument("--synthetic", action="store_true", help="smoke run on random images (not a result)")
+    args = p.parse_args(argv)
+    picked = getattr(args, f"{axis}s")
+    if not set(picked) <= set(tasks):
+        p.error(f"unknown {axis}s {sorted(set(picked) - set(tasks))}; choose from {list(tasks)}")
+    chosen = settings(p, args, smoke=args.synthetic)
+    rules = resolve_rules(args.rule)
+    if rules is None:
+        return 2
+    if args.synthetic:
+        data, note = synthetic_cifar10(device=args.device), f"synthetic data: {NOT_A_RESULT}"
+        print(note.upper())
+    else:
+        try:
+            data, note = load_dataset("cifar10", args.data_dir, device=args.device), None
+        except FileNotFoundError as err:  # its message says where to get CIFAR-10
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    run_sweep([tasks[k] for k in picked], rules, baseline="adam", data=data, out=args.out, note=note,
+              command=command_line(script, argv), **chosen)
+    return 0

@@ -18,42 +18,14 @@ random labels, to check that everything runs: a couple of minutes on 2 cores.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
-from gnnopt.data import load_dataset, synthetic_cifar10
-
-from _sweep import NOT_A_RESULT, add_common_args, command_line, parse_ints, resolve_rules, run_sweep, settings
+from _sweep import cifar10_main
 
 TASKS = {1: "cifar10-cnn-d1", 2: "cifar10-cnn-d2", 3: "cifar10-cnn-d3", 4: "cifar10-cnn-d4",
          5: "cifar10-cnn-d5"}  # paper ids 23, 24, 11, 25, 26
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_args(p, out="results/cifar10-depth")
-    p.add_argument("--depths", type=parse_ints, default=list(TASKS), help="a subset, e.g. 1,5 (default: all)")
-    p.add_argument("--data-dir", default=None, help="the cifar-10-batches-py folder or its parent")
-    p.add_argument("--synthetic", action="store_true", help="smoke run on random images (not a result)")
-    args = p.parse_args(argv)
-    if not set(args.depths) <= set(TASKS):
-        p.error(f"unknown depths {sorted(set(args.depths) - set(TASKS))}; choose from {list(TASKS)}")
-    chosen = settings(p, args, smoke=args.synthetic)
-    rules = resolve_rules(args.rule)
-    if rules is None:
-        return 2
-    if args.synthetic:
-        data, note = synthetic_cifar10(device=args.device), f"synthetic data: {NOT_A_RESULT}"
-        print(note.upper())
-    else:
-        try:
-            data, note = load_dataset("cifar10", args.data_dir, device=args.device), None
-        except FileNotFoundError as err:  # its message says where to get CIFAR-10
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    run_sweep([TASKS[d] for d in args.depths], rules, baseline="adam", data=data, out=args.out, note=note,
-              command=command_line("cifar10_depth.py", argv), **chosen)
-    return 0
+    return cifar10_main(argv, doc=__doc__, tasks=TASKS, axis="depth", script="cifar10_depth.py")
 
 
 if __name__ == "__main__":

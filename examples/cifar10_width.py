@@ -18,42 +18,14 @@ random labels, to check that everything runs: a few minutes on 2 cores, mostly w
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
-from gnnopt.data import load_dataset, synthetic_cifar10
-
-from _sweep import NOT_A_RESULT, add_common_args, command_line, parse_ints, resolve_rules, run_sweep, settings
+from _sweep import cifar10_main
 
 TASKS = {8: "cifar10-cnn-w8", 16: "cifar10-cnn-w16", 32: "cifar10-cnn-w32", 64: "cifar10-cnn-w64",
          128: "cifar10-cnn-w128"}  # paper ids 19, 20, 11, 21, 22
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_args(p, out="results/cifar10-width")
-    p.add_argument("--widths", type=parse_ints, default=list(TASKS), help="a subset, e.g. 8,16 (default: all)")
-    p.add_argument("--data-dir", default=None, help="the cifar-10-batches-py folder or its parent")
-    p.add_argument("--synthetic", action="store_true", help="smoke run on random images (not a result)")
-    args = p.parse_args(argv)
-    if not set(args.widths) <= set(TASKS):
-        p.error(f"unknown widths {sorted(set(args.widths) - set(TASKS))}; choose from {list(TASKS)}")
-    chosen = settings(p, args, smoke=args.synthetic)
-    rules = resolve_rules(args.rule)
-    if rules is None:
-        return 2
-    if args.synthetic:
-        data, note = synthetic_cifar10(device=args.device), f"synthetic data: {NOT_A_RESULT}"
-        print(note.upper())
-    else:
-        try:
-            data, note = load_dataset("cifar10", args.data_dir, device=args.device), None
-        except FileNotFoundError as err:  # its message says where to get CIFAR-10
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    run_sweep([TASKS[w] for w in args.widths], rules, baseline="adam", data=data, out=args.out, note=note,
-              command=command_line("cifar10_width.py", argv), **chosen)
-    return 0
+    return cifar10_main(argv, doc=__doc__, tasks=TASKS, axis="width", script="cifar10_width.py")
 
 
 if __name__ == "__main__":

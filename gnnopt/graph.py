@@ -146,7 +146,8 @@ class NeuralGraph:
         Shapes:
             edge_emb: ``[E, H]``; node_emb: ``[N, H]`` -> ``[P, H]``.
         """
-        return self.readout_table(edge_emb, node_emb)[self.readout_index]
+        # index_select: its backward (index_add) is deterministic, unlike advanced indexing's
+        return self.readout_table(edge_emb, node_emb).index_select(0, self.readout_index)
 
 
 @lru_cache(maxsize=None)

@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from conftest import make_sign_descent, small_batch, small_cnn

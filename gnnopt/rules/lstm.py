@@ -33,7 +33,7 @@ class LSTMRule(UpdateRule):
         sums.index_add_(0, graph.tensor_index, projected)
         counts = torch.tensor([max(1, _numel(s)) for s in graph.shapes], dtype=feats.dtype, device=feats.device)
         summary, _ = self.lstm((sums / counts.unsqueeze(1)).unsqueeze(1))  # [T, 1, H]
-        context = summary.squeeze(1)[graph.tensor_index]
+        context = summary.squeeze(1).index_select(0, graph.tensor_index)
         return self.head(feats, context), None
 
 

@@ -65,5 +65,5 @@ class PNALSTMRule(UpdateRule):
             nodes, edges = layer(nodes, edges, graph)
         h, c = self.cell(nodes, (h, c))
         src, dst = graph.edge_index[:, : graph.num_edges]
-        edges = edges + self.edge_source(h)[src] + self.edge_target(h)[dst]
+        edges = edges + self.edge_source(h).index_select(0, src) + self.edge_target(h).index_select(0, dst)
         return self.head(feats, graph.readout(edges, h)), {"h": h, "c": c}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
@@ -52,16 +51,16 @@ class RelationalAttention(MessagePassing):
         q_n, k_n, v_n = self.node_qkv(x).chunk(3, dim=1)
         q_e, k_e, v_e = self.edge_qkv(edge_attr).repeat(2, 1).chunk(3, dim=1)
         shape = (-1, self.heads, self.head_dim)
-        q = (q_n[dst] + q_e).view(shape)
-        k = (k_n[src] + k_e).view(shape)
+        q = (q_n.index_select(0, dst) + q_e).view(shape)
+        k = (k_n.index_select(0, src) + k_e).view(shape)
         logits = (q * k).sum(-1) / math.sqrt(self.head_dim)  # [2E, heads]
         alpha = softmax(logits, dst, num_nodes=num_nodes)
-        values = (v_n[src] + v_e).view(shape) * alpha.unsqueeze(-1)
+        values = (v_n.index_select(0, src) + v_e).view(shape) * alpha.unsqueeze(-1)
         attended = self.propagate(edge_index, values=values.flatten(1), size=(num_nodes, num_nodes))
         x = self.norm1(x + self.out(attended))
         x = self.norm2(x + self.ffn(x))
         fsrc, fdst = src[:num_edges], dst[:num_edges]
-        update = self.edge_source(x)[fsrc] + self.edge_self(edge_attr) + self.edge_target(x)[fdst]
+        update = self.edge_source(x).index_select(0, fsrc) + self.edge_self(edge_attr) + self.edge_target(x).index_select(0, fdst)
         return x, self.edge_norm(edge_attr + self.edge_out(self.act(update)))
 
     def message(self, values: Tensor) -> Tensor:
