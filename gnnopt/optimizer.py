@@ -115,7 +115,7 @@ class GNNOptimizer(torch.optim.Optimizer):
                 names.append(name)
                 shapes.append(tuple(p.shape))
                 kinds.append(kind)
-        if len(set(map(id, self._all_params()))) == 0:
+        if not names:
             raise ValueError("optimizer got an empty parameter list")
         graph = build_neural_graph(names, shapes, kinds, **self.rule.graph_options)
         if graph.fallback:

@@ -16,7 +16,7 @@ from gnnopt import GNNOptimizer
 from gnnopt.data import Dataset, load_dataset, synthetic_cifar10
 from gnnopt.eval import run_learned_episode
 from gnnopt.tasks import get_task
-from gnnopt.training import MetaTrainer, TrainConfig, meta_train
+from gnnopt.training import MetaTrainer, TrainConfig, checkpoint, meta_train
 from gnnopt.training.__main__ import main as training_main
 from gnnopt.training.checkpoint import read_metrics
 from gnnopt.training.trainer import episode_length
@@ -64,15 +64,11 @@ def test_resume_is_exact(tmp_path, data):
                       eval_every=2, save_every=1, embedded=True, lr=1e-3)
     full = meta_train(cfg, tmp_path / "full", data=data, progress=False)
 
-    first = MetaTrainer(TrainConfig(**{**cfg.to_dict(), "outer_steps": 4}), tmp_path / "split", data=data,
-                        progress=False)
-    first.cfg = cfg
+    first = MetaTrainer(cfg, tmp_path / "split", data=data, progress=False)
     for _ in range(2):  # run 2 outer steps, save, then "crash"
         record = first.outer_step()
         if first.step % cfg.eval_every == 0:
             record.update(first._select())
-        from gnnopt.training import checkpoint
-
         checkpoint.write_checkpoint(first.out, first.rule, cfg, first.step)
         checkpoint.append_metrics(first.out, record)
         checkpoint.save_trainer_state(first.out, first.rule, cfg, first.meta_opt, first.step, first.best)
