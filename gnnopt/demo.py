@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .baselines import make_baseline
 from .data import load_dataset
-from .eval import plot_curves, train_optimizee
+from .eval import plot_curves, rule_labels, train_optimizee
 from .hub import list_pretrained, load_rule
 from .optimizer import GNNOptimizer
 from .tasks import get_task
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     rule = load_rule(name).to(args.device)
     print(f"task 17 CNN ({task.num_params():,} parameters) on {data.source}; {args.steps} steps, batch 128")
     methods = {
-        f"gnnopt {name}": lambda m: GNNOptimizer(m.named_parameters(), rule),
+        f"gnnopt {next(iter(rule_labels([name])))}": lambda m: GNNOptimizer(m.named_parameters(), rule),
         f"Adam lr {args.adam_lr:g}": lambda m: make_baseline("adam", m, args.adam_lr),
     }
     results, curves = {}, []
