@@ -98,6 +98,12 @@ def run_sweep(tasks: Sequence[str], rules: Mapping[str, UpdateRule] | Sequence[s
     return rows
 
 
+def check_subset(p: argparse.ArgumentParser, option: str, picked: Sequence[int], family: Mapping[int, str]) -> None:
+    """Exit with a usage error when ``picked`` names keys outside ``family``."""
+    if not set(picked) <= set(family):
+        p.error(f"unknown {option} {sorted(set(picked) - set(family))}; choose from {list(family)}")
+
+
 def cifar10_main(argv, *, doc: str, tasks: dict[int, str], axis: str, script: str) -> int:
     """The CIFAR-10 sweep scripts' shared ``main``: ``--<axis>s`` picks keys of ``tasks``."""
     from gnnopt.data import load_dataset, synthetic_cifar10
@@ -110,8 +116,7 @@ def cifar10_main(argv, *, doc: str, tasks: dict[int, str], axis: str, script: st
     p.add_argument("--synthetic", action="store_true", help="smoke run on random images (not a result)")
     args = p.parse_args(argv)
     picked = getattr(args, f"{axis}s")
-    if not set(picked) <= set(tasks):
-        p.error(f"unknown {axis}s {sorted(set(picked) - set(tasks))}; choose from {list(tasks)}")
+    check_subset(p, f"{axis}s", picked, tasks)
     chosen = settings(p, args, smoke=args.synthetic)
     rules = resolve_rules(args.rule)
     if rules is None:

@@ -25,7 +25,7 @@ import sys
 
 from gnnopt.data import load_dataset
 
-from _sweep import NOT_A_RESULT, add_common_args, command_line, parse_ints, resolve_rules, run_sweep, settings
+from _sweep import NOT_A_RESULT, add_common_args, check_subset, command_line, parse_ints, resolve_rules, run_sweep, settings
 
 WIDTHS = {h: f"fmnist17-w{h}" for h in (8, 16, 32, 64, 128)}
 DEPTHS = {d: f"fmnist17-d{d}" for d in (1, 2, 3, 4, 5)}
@@ -40,9 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="a folder with the four FashionMNIST IDX files")
     p.add_argument("--smoke", action="store_true", help="tiny run on the embedded subset (not a result)")
     args = p.parse_args(argv)
-    for option, chosen, family in (("widths", args.widths, WIDTHS), ("depths", args.depths, DEPTHS)):
-        if not set(chosen) <= set(family):
-            p.error(f"unknown {option} {sorted(set(chosen) - set(family))}; choose from {list(family)}")
+    check_subset(p, "widths", args.widths, WIDTHS)
+    check_subset(p, "depths", args.depths, DEPTHS)
     chosen = settings(p, args, smoke=args.smoke)
     rules = resolve_rules(args.rule)
     if rules is None:
