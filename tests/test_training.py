@@ -97,6 +97,55 @@ def test_objectives_and_meta_batches_update_the_rule(tmp_path, data, objective, 
     assert len(changed) == len(list(trainer.rule.parameters())), "every rule weight should move"
 
 
+def test_init_starts_from_a_saved_rule(tmp_path, data):
+    """``--init`` fine-tunes a saved rule: the run starts from its weights, not from a fresh rule."""
+    base = TrainConfig(rule="ff", rule_config={"hidden": 8}, outer_steps=1, inner_steps=3, eval_every=1,
+                       embedded=True, seed=1)
+    meta_train(base, tmp_path / "base", data=data, progress=False)
+    saved = _weights(GNNOptimizer.from_pretrained(str(tmp_path / "base" / "best"),
+                                                  get_task("fmnist17").build_model()).rule)
+    tuned = MetaTrainer(TrainConfig(**{**base.to_dict(), "init": str(tmp_path / "base" / "best")}),
+                        tmp_path / "tuned", data=data, progress=False)
+    for k, v in _weights(tuned.rule).items():
+        assert torch.equal(v, saved[k]), k
+    tuned.outer_step()
+    assert any(not torch.equal(v, saved[k]) for k, v in _weights(tuned.rule).items())
+    other = TrainConfig(**{**base.to_dict(), "rule_config": {"hidden": 16}, "init": str(tmp_path / "base")})
+    with pytest.raises(ValueError, match="--init"):
+        MetaTrainer(other, tmp_path / "other", data=data, progress=False)
+
+
+def test_selection_averages_eval_seeds(tmp_path, data):
+    cfg = TrainConfig(rule="ff", outer_steps=1, inner_steps=2, eval_steps=5, eval_seeds=2, embedded=True)
+    trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
+    runs = [run_learned_episode(trainer.rule, trainer.task, data, steps=5, seed=seed, split="val")
+            for seed in (_selection_seed(cfg), _selection_seed(cfg) + 1)]
+    val = trainer.validate()
+    assert val["accuracy"] == pytest.approx(sum(r["accuracy"] for r in runs) / 2)
+    assert val["loss"] == pytest.approx(sum(r["loss"] for r in runs) / 2)
+
+
+def _selection_seed(cfg):
+    from gnnopt.training.trainer import episode_seed
+
+    return episode_seed(cfg.seed, 0, 0, 0) + 12_345
+
+
+def test_resume_accepts_a_config_written_before_newer_options(tmp_path, data):
+    cfg = TrainConfig(rule="ff", rule_config={"hidden": 8}, outer_steps=2, inner_steps=2, eval_every=5,
+                      save_every=1, embedded=True)
+    trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
+    trainer.outer_step()
+    checkpoint.write_checkpoint(tmp_path, trainer.rule, cfg, trainer.step)
+    checkpoint.save_trainer_state(tmp_path, trainer.rule, cfg, trainer.meta_opt, trainer.step, trainer.best)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    for newer in ("init", "eval_seeds"):
+        del stored["training"][newer]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    meta_train(cfg, tmp_path, resume=True, data=data, progress=False)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [2]
+
+
 def test_random_inner_steps_in_range():
     cfg = TrainConfig(inner_steps=100, random_inner_steps_after=3, random_inner_steps_min=0.75,
                       random_inner_steps_max=2.5)
@@ -113,6 +162,8 @@ def test_invalid_training_options():
         TrainConfig(meta_batch_size=0)
     with pytest.raises(ValueError, match="random inner steps"):
         TrainConfig(random_inner_steps_min=2.0, random_inner_steps_max=1.0)
+    with pytest.raises(ValueError, match="eval_seeds"):
+        TrainConfig(eval_seeds=0)
 
 
 class _Forbidden:

@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, default=d.clip, help="meta-gradient norm clip (0: off)")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-steps", type=int, default=None, help="validation episode length (default: inner steps)")
+    p.add_argument("--eval-seeds", type=int, default=d.eval_seeds,
+                   help="validation episodes averaged for model selection")
+    p.add_argument("--init", default=None, metavar="NAME_OR_DIR",
+                   help="start from a saved rule of the same kind and configuration (fine-tuning)")
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--embedded", action="store_true", help="train on the small embedded FashionMNIST subset")
@@ -64,8 +68,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         meta_batch_size=args.meta_batch_size, random_inner_steps_after=args.random_inner_steps_after,
         random_inner_steps_min=args.random_inner_steps_min, random_inner_steps_max=args.random_inner_steps_max,
         lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip=args.clip,
-        eval_every=args.eval_every, eval_steps=args.eval_steps, save_every=args.save_every, seed=args.seed,
-        embedded=args.embedded,
+        eval_every=args.eval_every, eval_steps=args.eval_steps, eval_seeds=args.eval_seeds, save_every=args.save_every, seed=args.seed,
+        embedded=args.embedded, init=args.init,
     )
 
 

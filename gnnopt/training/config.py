@@ -16,7 +16,9 @@ class TrainConfig:
     ``weight_decay``, cosine schedule over ``outer_steps``, gradient-norm clipping at
     ``clip`` unless 0). After outer step ``random_inner_steps_after`` (when set), each
     episode lasts ``int(inner_steps * U(random_inner_steps_min, random_inner_steps_max))``
-    steps ("GNN-variable").
+    steps ("GNN-variable"). ``init`` starts the rule from a saved one (a bundled name or a
+    checkpoint directory of the same rule and configuration) instead of a random one.
+    Model selection averages the validation accuracy of ``eval_seeds`` episodes.
     """
 
     task: str = "fmnist17"
@@ -36,14 +38,17 @@ class TrainConfig:
     clip: float = 1.0
     eval_every: int = 25
     eval_steps: int | None = None
+    eval_seeds: int = 1
     save_every: int = 5
     seed: int = 0
     embedded: bool = False
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"Invalid objective: {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
-        for name in ("unroll", "inner_steps", "outer_steps", "meta_batch_size", "eval_every", "save_every"):
+        for name in ("unroll", "inner_steps", "outer_steps", "meta_batch_size", "eval_every", "eval_seeds",
+                     "save_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r} (a positive integer is required)")
@@ -76,3 +81,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"Unknown training option(s): {sorted(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def normalize(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A stored config with the options added since it was written at their defaults."""
+        return cls.from_dict(data).to_dict()

@@ -155,7 +155,7 @@ class MetaTrainer:
         self.data = Dataset(self.data.train.to(self.device), self.data.val.to(self.device), self.data.test,
                             self.data.name, self.data.source)
         torch.manual_seed(cfg.seed)
-        self.rule = create(cfg.rule, **cfg.rule_config).to(self.device)
+        self.rule = _initial_rule(cfg).to(self.device)
         self.meta_opt = torch.optim.AdamW(self.rule.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
         self.best: dict[str, Any] | None = None
@@ -172,7 +172,7 @@ class MetaTrainer:
     # ------------------------------------------------------------------ run
     def resume(self) -> None:
         """Load the stored state of a run directory; the stored config must match."""
-        stored = checkpoint.read_config(self.out)
+        stored = TrainConfig.normalize(checkpoint.read_config(self.out))
         if stored != self.cfg.to_dict():
             diff = {k: (stored.get(k), v) for k, v in self.cfg.to_dict().items() if stored.get(k) != v}
             raise ValueError(f"{self.out / 'config.json'}: the run was started with other options: {diff}")
@@ -213,14 +213,16 @@ class MetaTrainer:
         }
 
     def validate(self) -> dict[str, float]:
-        """Run the rule on a fixed fresh optimizee; loss/accuracy on the validation split."""
+        """Run the rule on ``eval_seeds`` fixed fresh optimizees; mean validation loss/accuracy."""
         from ..eval import run_learned_episode
 
         self.rule.eval()
-        return run_learned_episode(
-            self.rule, self.task, self.data, steps=self.cfg.selection_steps,
-            seed=episode_seed(self.cfg.seed, 0, 0, 0) + 12_345, split="val",
-        )
+        runs = [
+            run_learned_episode(self.rule, self.task, self.data, steps=self.cfg.selection_steps,
+                                seed=episode_seed(self.cfg.seed, 0, 0, 0) + 12_345 + i, split="val")
+            for i in range(self.cfg.eval_seeds)
+        ]
+        return {key: sum(run[key] for run in runs) / len(runs) for key in ("loss", "accuracy")}
 
     def train(self) -> UpdateRule:
         cfg = self.cfg
@@ -284,6 +286,22 @@ class _InterruptFlag:
     def restore(self) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+
+
+def _initial_rule(cfg: TrainConfig) -> UpdateRule:
+    """A fresh rule of ``cfg.rule``, or the saved rule ``cfg.init`` (which must be of that kind)."""
+    if cfg.init is None:
+        return create(cfg.rule, **cfg.rule_config)
+    from ..hub import load_rule
+
+    rule = load_rule(cfg.init)
+    wanted = create(cfg.rule, **cfg.rule_config).config
+    if rule.name != cfg.rule or rule.config != wanted:
+        raise ValueError(
+            f"--init {cfg.init}: a {rule.name} rule with {rule.config}, but this run trains a "
+            f"{cfg.rule} rule with {wanted}"
+        )
+    return rule
 
 
 def _grad_norm(module: nn.Module) -> float:
