@@ -115,6 +115,37 @@ def test_init_starts_from_a_saved_rule(tmp_path, data):
         MetaTrainer(other, tmp_path / "other", data=data, progress=False)
 
 
+def test_init_head_starts_a_gnn_rule_as_the_saved_ff_rule(tmp_path, data):
+    """``--init-head``: a PNA rule whose head comes from an ff rule makes the same updates."""
+    from gnnopt.rules import create
+
+    torch.manual_seed(0)
+    ff = create("ff", hidden=16)
+    with torch.no_grad():
+        ff.head.net[-1].weight.normal_()  # well away from the near-zero initial output
+    ff.save_pretrained(tmp_path / "ff")
+    cfg = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 1, "head_hidden": 16}, outer_steps=1,
+                      inner_steps=2, embedded=True, init_head=str(tmp_path / "ff"))
+    trainer = MetaTrainer(cfg, tmp_path / "run", data=data, progress=False)
+    model = get_task("fmnist17").build_model()
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    updates = []
+    for rule in (ff, trainer.rule):
+        copy = get_task("fmnist17").build_model()
+        copy.load_state_dict(model.state_dict())
+        for p, q in zip(copy.parameters(), model.parameters()):
+            p.grad = q.grad.clone()
+        GNNOptimizer(copy.named_parameters(), rule).step()
+        updates.append(torch.cat([p.detach().flatten() for p in copy.parameters()]))
+    assert torch.allclose(updates[0], updates[1], atol=1e-6)
+    trainer.outer_step()
+    assert trainer.rule.head.net[0].weight[:, :8].abs().sum() > 0  # the graph inputs start to count
+    wrong = TrainConfig(**{**cfg.to_dict(), "rule_config": {"hidden": 8, "layers": 1}})  # head 64 wide
+    with pytest.raises(ValueError, match="--init-head"):
+        MetaTrainer(wrong, tmp_path / "wrong", data=data, progress=False)
+
+
 def test_selection_averages_eval_seeds(tmp_path, data):
     cfg = TrainConfig(rule="ff", outer_steps=1, inner_steps=2, eval_steps=5, eval_seeds=2, embedded=True)
     trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
@@ -139,7 +170,7 @@ def test_resume_accepts_a_config_written_before_newer_options(tmp_path, data):
     checkpoint.write_checkpoint(tmp_path, trainer.rule, cfg, trainer.step)
     checkpoint.save_trainer_state(tmp_path, trainer.rule, cfg, trainer.meta_opt, trainer.step, trainer.best)
     stored = json.loads((tmp_path / "config.json").read_text())
-    for newer in ("init", "eval_seeds"):
+    for newer in ("init", "init_head", "eval_seeds"):
         del stored["training"][newer]
     (tmp_path / "config.json").write_text(json.dumps(stored))
     meta_train(cfg, tmp_path, resume=True, data=data, progress=False)

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation episodes averaged for model selection")
     p.add_argument("--init", default=None, metavar="NAME_OR_DIR",
                    help="start from a saved rule of the same kind and configuration (fine-tuning)")
+    p.add_argument("--init-head", default=None, metavar="NAME_OR_DIR",
+                   help="start the rule's head from a saved rule's head (e.g. a trained ff), graph inputs at zero")
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--embedded", action="store_true", help="train on the small embedded FashionMNIST subset")
@@ -69,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         random_inner_steps_min=args.random_inner_steps_min, random_inner_steps_max=args.random_inner_steps_max,
         lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip=args.clip,
         eval_every=args.eval_every, eval_steps=args.eval_steps, eval_seeds=args.eval_seeds, save_every=args.save_every, seed=args.seed,
-        embedded=args.embedded, init=args.init,
+        embedded=args.embedded, init=args.init, init_head=args.init_head,
     )
 
 

@@ -17,7 +17,10 @@ class TrainConfig:
     ``clip`` unless 0). After outer step ``random_inner_steps_after`` (when set), each
     episode lasts ``int(inner_steps * U(random_inner_steps_min, random_inner_steps_max))``
     steps ("GNN-variable"). ``init`` starts the rule from a saved one (a bundled name or a
-    checkpoint directory of the same rule and configuration) instead of a random one.
+    checkpoint directory of the same rule and configuration) instead of a random one;
+    ``init_head`` starts only the rule's per-element head from a saved rule's head (e.g. a
+    GNN rule from a trained ``ff``), with the graph-embedding inputs of its first layer at
+    zero, so the new rule starts as exactly the saved one and learns what the graph adds.
     Model selection averages the validation accuracy of ``eval_seeds`` episodes.
     """
 
@@ -43,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     embedded: bool = False
     init: str | None = None
+    init_head: str | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

@@ -32,6 +32,7 @@ from ..data import BatchStream, Dataset, load_dataset
 from ..functional import init_momenta, learned_update
 from ..graph import NeuralGraph, build_neural_graph, infer_kinds
 from ..rules import UpdateRule, create
+from ..rules.base import Head
 from ..tasks import Task, get_task
 from . import checkpoint
 from .config import TrainConfig
@@ -289,19 +290,42 @@ class _InterruptFlag:
 
 
 def _initial_rule(cfg: TrainConfig) -> UpdateRule:
-    """A fresh rule of ``cfg.rule``, or the saved rule ``cfg.init`` (which must be of that kind)."""
-    if cfg.init is None:
-        return create(cfg.rule, **cfg.rule_config)
+    """A fresh rule of ``cfg.rule``, or the saved rule ``cfg.init`` (which must be of that kind),
+    with its head taken from the saved rule ``cfg.init_head`` when that is set."""
     from ..hub import load_rule
 
-    rule = load_rule(cfg.init)
-    wanted = create(cfg.rule, **cfg.rule_config).config
-    if rule.name != cfg.rule or rule.config != wanted:
-        raise ValueError(
-            f"--init {cfg.init}: a {rule.name} rule with {rule.config}, but this run trains a "
-            f"{cfg.rule} rule with {wanted}"
-        )
+    fresh = create(cfg.rule, **cfg.rule_config)
+    rule = fresh
+    if cfg.init is not None:
+        rule = load_rule(cfg.init)
+        if rule.name != cfg.rule or rule.config != fresh.config:
+            raise ValueError(
+                f"--init {cfg.init}: a {rule.name} rule with {rule.config}, but this run trains a "
+                f"{cfg.rule} rule with {fresh.config}"
+            )
+    if cfg.init_head is not None:
+        transplant_head(load_rule(cfg.init_head).head, rule.head, label=cfg.init_head)
     return rule
+
+
+@torch.no_grad()
+def transplant_head(source: Head, target: Head, *, label: str = "the source rule") -> None:
+    """Make ``target`` compute what ``source`` does, ignoring its graph embedding.
+
+    The heads must have the same hidden sizes; ``target``'s embedding columns of its first
+    layer are zeroed (the own-feature columns and every later layer are copied), so the
+    embedding only enters once meta-training moves those columns.
+    """
+    if len(source.net) != len(target.net) or any(
+        a.weight.shape[0] != b.weight.shape[0] for a, b in zip(source.net[::2], target.net[::2])
+    ):
+        raise ValueError(f"--init-head {label}: its head ({source.net}) does not match this rule's ({target.net})")
+    first = target.net[0]
+    first.weight.zero_()
+    first.weight[:, target.embed_dim:] = source.net[0].weight[:, source.embed_dim:]
+    first.bias.copy_(source.net[0].bias)
+    for a, b in zip(source.net[2::2], target.net[2::2]):
+        b.load_state_dict(a.state_dict())
 
 
 def _grad_norm(module: nn.Module) -> float:
