@@ -258,8 +258,10 @@ class MetaTrainer:
         """Validate on the main process and keep the best rule (never reads the test set)."""
         if not self.dist.is_main:
             return {}
+        start = time.perf_counter()
         val = self.validate()
-        record = {"val_loss": val["loss"], "val_acc": val["accuracy"]}
+        record = {"val_loss": val["loss"], "val_acc": val["accuracy"],
+                  "val_seconds": round(time.perf_counter() - start, 3)}
         if self.best is None or val["accuracy"] > self.best["val_acc"]:
             self.best = {"step": self.step, **record}
             checkpoint.save_best(self.out, self.rule, self.cfg, self.best)

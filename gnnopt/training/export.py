@@ -1,0 +1,146 @@
+"""Ship a meta-training run's selected rule as a bundled checkpoint with a model card.
+
+    python -m gnnopt.training.export training/ff-fmnist17 --eval training/ff-fmnist17/eval \
+        --hardware "2-core AMD EPYC VM, 1 thread"
+
+copies ``<run>/best/`` to ``pretrained/<name>/`` (``config.json``, ``model.safetensors``)
+and writes its ``README.md`` from files only: the recipe (``<run>/recipe.sh``), the
+selection record and the meta-training wall clock (``<run>/metrics.jsonl``, following
+``init``/``init_head`` back to the runs they came from), and the evaluation table that
+``python -m gnnopt.eval`` wrote (``results.md``). Nothing on the card is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, _atomic_write, load_rule_from_dir
+from .checkpoint import read_metrics
+
+
+def lineage(run: Path) -> list[dict[str, Any]]:
+    """The run, then the runs its ``init``/``init_head`` checkpoints were selected from.
+
+    Each entry: ``run`` (path), ``step`` (the selected outer step), ``selection`` and
+    ``seconds`` (wall clock of outer steps and validations up to the selected step).
+    """
+    chain, seen = [], set()
+    todo = [run / "best"]
+    while todo:
+        best = todo.pop(0).resolve()
+        if best in seen or not (best / CONFIG_NAME).is_file() or not (best.parent / "metrics.jsonl").is_file():
+            continue
+        seen.add(best)
+        config = json.loads((best / CONFIG_NAME).read_text())
+        selection = config.get("selection") or {}
+        step = selection.get("step", config.get("outer_step"))
+        records = [r for r in read_metrics(best.parent) if step is None or r["step"] <= step]
+        seconds = sum(r.get("seconds", 0.0) + r.get("val_seconds", 0.0) for r in records)
+        chain.append({"run": best.parent, "step": step, "selection": selection, "seconds": seconds,
+                      "training": config.get("training", {}), "timed_validation": any("val_seconds" in r for r in records)})
+        training = config.get("training", {})
+        todo += [Path(training[k]) for k in ("init", "init_head") if training.get(k)]
+    return chain
+
+
+def recipe_command(run: Path) -> str:
+    """The command lines of ``<run>/recipe.sh`` (comments and shell set-up dropped)."""
+    path = run / "recipe.sh"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: every shipped checkpoint needs its recipe")
+    lines = [line for line in path.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith(("#", "set "))]
+    return "\n".join(lines)
+
+
+def model_card(name: str, run: Path, eval_dir: Path, hardware: str) -> str:
+    rule = load_rule_from_dir(run / "best")
+    results = (eval_dir / "results.md").read_text().strip()
+    chain = lineage(run)
+    if not chain:
+        raise FileNotFoundError(f"{run}: no selected checkpoint (best/) with metrics.jsonl")
+    total = sum(c["seconds"] for c in chain)
+    parts = []
+    for c in chain:
+        sel = c["selection"]
+        val = f", validation accuracy {100 * sel['val_acc']:.2f}%" if "val_acc" in sel else ""
+        note = "" if c["timed_validation"] else " (validation episodes not timed)"
+        parts.append(f"- `{c['run'].name}`: selected at outer step {c['step']}{val}; "
+                     f"{c['seconds'] / 60:.0f} min up to that step{note}")
+    weights = sum(p.numel() for p in rule.parameters())
+    return f"""---
+library_name: gnnopt
+tags: [learned-optimizer, gnnopt]
+---
+
+# `{name}`: a gnnopt `{rule.name}` rule meta-trained on task 17 (FashionMNIST)
+
+{weights:,} weights. Use it in place of Adam:
+
+```python
+from gnnopt import GNNOptimizer
+opt = GNNOptimizer.from_pretrained("{name}", model.named_parameters())
+```
+
+## Evaluation
+
+Test accuracy after the stated number of steps, written by `python -m gnnopt.eval`
+(Adam's learning rate tuned on the validation split):
+
+{results}
+
+## Meta-training recipe
+
+```bash
+{recipe_command(run)}
+```
+
+Rule configuration:
+
+```json
+{json.dumps(rule.config, indent=2)}
+```
+
+## Compute
+
+Hardware: {hardware}. Wall clock of meta-training, about {total / 60:.0f} min in all:
+{chr(10).join(parts)}
+"""
+
+
+def export(run: str | Path, eval_dir: str | Path, *, name: str | None = None, dest: str | Path = "pretrained",
+           hardware: str) -> Path:
+    run, eval_dir = Path(run), Path(eval_dir)
+    name = name or run.name
+    target = Path(dest) / name
+    card = model_card(name, run, eval_dir, hardware)  # everything is read before anything is written
+    target.mkdir(parents=True, exist_ok=True)
+    for file in (CONFIG_NAME, WEIGHTS_NAME):
+        _atomic_write(target / file, lambda p, src=run / "best" / file: shutil.copyfile(src, p))
+    _atomic_write(target / CARD_NAME, lambda p: Path(p).write_text(card))
+    return target
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gnnopt.training.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="run directory (with best/, metrics.jsonl, recipe.sh)")
+    p.add_argument("--eval", type=Path, required=True, help="output directory of python -m gnnopt.eval")
+    p.add_argument("--name", default=None, help="checkpoint name (default: the run directory's name)")
+    p.add_argument("--dest", type=Path, default=Path("pretrained"))
+    p.add_argument("--hardware", required=True, help="where the meta-training ran, for the model card")
+    args = p.parse_args(argv)
+    try:
+        target = export(args.run, args.eval, name=args.name, dest=args.dest, hardware=args.hardware)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {target}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
