@@ -22,8 +22,9 @@ class _ScatterExtremum(torch.autograd.Function):
         expanded = index.view(-1, *([1] * (x.dim() - 1))).expand_as(x)
         out = x.new_zeros((dim_size, *x.shape[1:])).scatter_reduce_(0, expanded, x, reduce, include_self=False)
         if ctx.needs_input_grad[0]:
-            hit = x == out.index_select(0, index)
-            ties = out.new_zeros(out.shape).index_add_(0, index, hit.to(x.dtype))
+            # the mask in x's dtype: multiplying by a bool tensor is ~10x slower on CPU
+            hit = (x == out.index_select(0, index)).to(x.dtype)
+            ties = out.new_zeros(out.shape).index_add_(0, index, hit)
             ctx.save_for_backward(index, hit, ties)
         return out
 
