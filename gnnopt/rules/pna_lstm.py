@@ -60,10 +60,11 @@ class PNALSTMRule(UpdateRule):
             raise ValueError(f"recurrent state has {h.shape[0]} nodes, the graph {graph.num_nodes}")
         roles = graph.node_roles.to(feats.dtype)
         nodes = self.node_encoder(torch.cat([graph.node_features(feats), roles, h], dim=1))
-        edges = self.edge_encoder(graph.edge_features(feats))
+        first = self.edge_encoder[0]  # reads only the occupied kernel positions of each edge
+        edges = self.edge_encoder[1:](graph.edge_linear(feats, first.weight, first.bias))
         for layer in self.layers:
             nodes, edges = layer(nodes, edges, graph)
         h, c = self.cell(nodes, (h, c))
         src, dst = graph.edge_index[:, : graph.num_edges]
         edges = edges + self.edge_source(h).index_select(0, src) + self.edge_target(h).index_select(0, dst)
-        return self.head(feats, graph.readout(edges, h)), {"h": h, "c": c}
+        return self.head(feats, graph.readout_table(edges, h), graph.readout_index), {"h": h, "c": c}

@@ -95,4 +95,4 @@ class RTRule(UpdateRule):
             nodes, edges = layer(nodes, edges, graph.edge_index)
         # read out each element from its own edge/node: no token is prepended, so no
         # index shift (a flaw of the reference implementation)
-        return self.head(feats, graph.readout(edges, nodes)), None
+        return self.head(feats, graph.readout_table(edges, nodes), graph.readout_index), None
