@@ -9,8 +9,11 @@ For every parameter element (Kofinas et al. 2024, sec. 4.3; Metz et al. 2019)::
 
 :func:`learned_update` returns ``delta`` (the caller adds ``lr * delta`` and applies weight
 decay) and the new momenta. It runs under whatever grad mode the caller chose: no grad in
-``step()``, grad into the rule's weights in meta-training. The features are computed from
-detached parameters and gradients, so meta-gradients flow through ``delta`` only.
+``step()``, grad into the rule's weights in meta-training. By default the features are
+computed from detached parameters and gradients, so meta-gradients flow through ``delta``
+only (first order); ``second_order=True`` keeps them attached, so that meta-training with
+gradients taken with ``create_graph=True`` also sees how the features change with the
+parameters.
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ def learned_update(
     grads: Sequence[Tensor],
     momenta: Sequence[Tensor],
     rule_state: RuleState = None,
+    *,
+    second_order: bool = False,
 ) -> UpdateResult:
     """Compute every parameter's learned update in one pass of ``rule`` over ``graph``.
 
@@ -52,6 +57,7 @@ def learned_update(
         params, grads: one tensor per parameter (grads already zero where absent).
         momenta: ``[len(BETAS), *shape]`` per parameter.
         rule_state: the rule's recurrent state from the previous step (stateful rules).
+        second_order: let gradients flow through the parameter and gradient features.
 
     Shapes:
         internally everything is flattened to ``P = graph.num_elements`` elements:
@@ -62,8 +68,9 @@ def learned_update(
             f"graph has {graph.num_tensors} tensors but got {len(params)} params, "
             f"{len(grads)} grads and {len(momenta)} momenta"
         )
-    theta = torch.cat([p.detach().reshape(-1).float() for p in params])
-    grad = torch.cat([g.detach().reshape(-1).float() for g in grads])
+    keep = (lambda t: t) if second_order else (lambda t: t.detach())
+    theta = torch.cat([keep(p).reshape(-1).float() for p in params])
+    grad = torch.cat([keep(g).reshape(-1).float() for g in grads])
     old = torch.cat([m.reshape(len(BETAS), -1) for m in momenta], dim=1)
     betas = torch.tensor(BETAS, dtype=old.dtype, device=old.device)
     new = update_momenta(old, grad, betas)

@@ -71,3 +71,26 @@ def test_meta_gradients_reach_every_rule_weight(rule_name):
     no_grad = [n for n, w in rule.named_parameters() if w.grad is None or not torch.count_nonzero(w.grad)]
     assert not no_grad, f"no meta-gradient reached: {no_grad}"
     assert all(torch.isfinite(w.grad).all() for w in rule.parameters())
+
+
+def test_second_order_lets_gradients_flow_through_the_features():
+    torch.manual_seed(0)
+    named = list(torch.nn.Linear(3, 2).named_parameters())
+    rule = create("ff", hidden=8)
+    with torch.no_grad():
+        rule.head.net[-1].weight.normal_()
+    params = [p.detach() for _, p in named]
+    graph = build_neural_graph([n for n, _ in named], [p.shape for p in params])
+    momenta = [init_momenta(p) for p in params]
+    results = []
+    for second_order in (False, True):
+        grads = [torch.randn(p.shape, generator=torch.Generator().manual_seed(1)).requires_grad_()
+                 for p in params]
+        result = learned_update(rule, graph, params, grads, momenta, second_order=second_order)
+        sum(u.sum() for u in result.updates).backward()
+        results.append((result, grads))
+    (first, first_grads), (second, second_grads) = results
+    assert all(g.grad is None for g in first_grads)  # first order: the features are constants
+    assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in second_grads)
+    for a, b in zip(first.updates, second.updates):
+        torch.testing.assert_close(a, b)  # the same values either way

@@ -19,7 +19,7 @@ from gnnopt.tasks import get_task
 from gnnopt.training import MetaTrainer, TrainConfig, checkpoint, meta_train
 from gnnopt.training.__main__ import main as training_main
 from gnnopt.training.checkpoint import read_metrics
-from gnnopt.training.trainer import episode_length
+from gnnopt.training.trainer import episode_length, make_optimizee, run_episode
 
 HERE = Path(__file__).parent
 
@@ -170,11 +170,28 @@ def test_resume_accepts_a_config_written_before_newer_options(tmp_path, data):
     checkpoint.write_checkpoint(tmp_path, trainer.rule, cfg, trainer.step)
     checkpoint.save_trainer_state(tmp_path, trainer.rule, cfg, trainer.meta_opt, trainer.step, trainer.best)
     stored = json.loads((tmp_path / "config.json").read_text())
-    for newer in ("init", "init_head", "eval_seeds"):
+    for newer in ("init", "init_head", "eval_seeds", "second_order"):
         del stored["training"][newer]
     (tmp_path / "config.json").write_text(json.dumps(stored))
     meta_train(cfg, tmp_path, resume=True, data=data, progress=False)
     assert [r["step"] for r in read_metrics(tmp_path)] == [2]
+
+
+def test_second_order_meta_gradient_differs_and_is_finite(tmp_path, data):
+    """``second_order`` adds the terms through the optimizee's gradients: a different, finite
+    meta-gradient from the same episode."""
+    grads = []
+    for second_order in (False, True):
+        cfg = TrainConfig(rule="ff", rule_config={"hidden": 8}, objective="tbptt", unroll=4, inner_steps=8,
+                          second_order=second_order, embedded=True)
+        trainer = MetaTrainer(cfg, tmp_path / str(second_order), data=data, progress=False)
+        trainer.outer_step()  # moves the rule off its near-zero start, where both agree
+        trainer.meta_opt.zero_grad()
+        optimizee = make_optimizee(trainer.task, data, 5, trainer.rule.graph_options, "cpu")
+        run_episode(trainer.rule, optimizee, cfg, 8, 1.0)
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.rule.parameters()]))
+    assert torch.isfinite(grads[1]).all()
+    assert not torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-7)
 
 
 def test_random_inner_steps_in_range():
@@ -195,6 +212,8 @@ def test_invalid_training_options():
         TrainConfig(random_inner_steps_min=2.0, random_inner_steps_max=1.0)
     with pytest.raises(ValueError, match="eval_seeds"):
         TrainConfig(eval_seeds=0)
+    with pytest.raises(ValueError, match="second_order"):
+        TrainConfig(objective="greedy", second_order=True)
 
 
 class _Forbidden:

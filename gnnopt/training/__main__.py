@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='other rule options as JSON, e.g. \'{"head_layers": 3}\'')
     p.add_argument("--objective", choices=OBJECTIVES, default=d.objective)
     p.add_argument("--unroll", type=int, default=d.unroll, help="tbptt truncation length")
+    p.add_argument("--second-order", action="store_true",
+                   help="tbptt: back-propagate through the optimizee's gradients too (create_graph)")
     p.add_argument("--inner-steps", type=int, default=d.inner_steps)
     p.add_argument("--outer-steps", type=int, default=d.outer_steps)
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size)
@@ -66,11 +68,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         rule_config["layers"] = args.layers
     return TrainConfig(
         task=args.task, rule=args.rule.replace("-", "_"), rule_config=rule_config, objective=args.objective,
-        unroll=args.unroll, inner_steps=args.inner_steps, outer_steps=args.outer_steps,
+        unroll=args.unroll, second_order=args.second_order, inner_steps=args.inner_steps,
+        outer_steps=args.outer_steps,
         meta_batch_size=args.meta_batch_size, random_inner_steps_after=args.random_inner_steps_after,
         random_inner_steps_min=args.random_inner_steps_min, random_inner_steps_max=args.random_inner_steps_max,
         lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip=args.clip,
-        eval_every=args.eval_every, eval_steps=args.eval_steps, eval_seeds=args.eval_seeds, save_every=args.save_every, seed=args.seed,
+        eval_every=args.eval_every, eval_steps=args.eval_steps, eval_seeds=args.eval_seeds,
+        save_every=args.save_every, seed=args.seed,
         embedded=args.embedded, init=args.init, init_head=args.init_head,
     )
 

@@ -21,6 +21,8 @@ class TrainConfig:
     ``init_head`` starts only the rule's per-element head from a saved rule's head (e.g. a
     GNN rule from a trained ``ff``), with the graph-embedding inputs of its first layer at
     zero, so the new rule starts as exactly the saved one and learns what the graph adds.
+    ``second_order`` (tbptt only) back-propagates through the gradients the optimizee's
+    parameters produce as well (``create_graph=True``), not only through the updates.
     Model selection averages the validation accuracy of ``eval_seeds`` episodes.
     """
 
@@ -29,6 +31,7 @@ class TrainConfig:
     rule_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     objective: str = "greedy"
     unroll: int = 10
+    second_order: bool = False
     inner_steps: int = 100
     outer_steps: int = 1000
     meta_batch_size: int = 1
@@ -56,6 +59,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r} (a positive integer is required)")
+        if self.second_order and self.objective != "tbptt":
+            raise ValueError("second_order needs objective='tbptt' (greedy detaches the optimizee every step)")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ValueError(f"Invalid eval_steps: {self.eval_steps}")
         if self.random_inner_steps_after is not None and self.random_inner_steps_after < 0:

@@ -40,9 +40,9 @@ def lineage(run: Path) -> list[dict[str, Any]]:
         step = selection.get("step", config.get("outer_step"))
         records = [r for r in read_metrics(best.parent) if step is None or r["step"] <= step]
         seconds = sum(r.get("seconds", 0.0) + r.get("val_seconds", 0.0) for r in records)
-        chain.append({"run": best.parent, "step": step, "selection": selection, "seconds": seconds,
-                      "training": config.get("training", {}), "timed_validation": any("val_seconds" in r for r in records)})
         training = config.get("training", {})
+        chain.append({"run": best.parent, "step": step, "selection": selection, "seconds": seconds,
+                      "timed_validation": any("val_seconds" in r for r in records)})
         todo += [Path(training[k]) for k in ("init", "init_head") if training.get(k)]
     return chain
 

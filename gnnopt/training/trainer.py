@@ -7,7 +7,8 @@ Every inner step calls :func:`gnnopt.functional.learned_update`, the same pure f
   is added to the meta-loss; the optimizee is detached after every step.
 * ``tbptt``: the meta-loss is the mean loss over ``unroll`` consecutive inner steps, each
   measured on the batch after the update; gradients flow back through the whole unroll
-  (through the parameters and the updates, not through the gradient features).
+  (through the parameters and the updates; with ``second_order`` also through the
+  gradient features, which first-order truncations ignore).
 
 Every episode is seeded from ``(seed, outer step, episode, rank)``, so a resumed run draws
 exactly the episodes the uninterrupted one would have, and the rule's weights, the
@@ -116,8 +117,9 @@ def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, 
             loss = opt.loss(current, batch)
             if t > 0:
                 metas.append(loss)  # loss of the previous update, measured on a new batch
-            grads = torch.autograd.grad(loss, current, retain_graph=t > 0)
-            result = learned_update(rule, opt.graph, current, grads, momenta, state)
+            grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
+                                        create_graph=cfg.second_order)
+            result = learned_update(rule, opt.graph, current, grads, momenta, state, second_order=cfg.second_order)
             current = [p + u for p, u in zip(current, result.updates)]
             momenta, state = result.momenta, result.rule_state
             batch = opt.stream.next()
@@ -126,6 +128,7 @@ def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, 
         (meta * (weight * length / steps)).backward()
         total, count = total + meta.item() * length, count + length
         params = [p.detach() for p in current]
+        momenta = [m.detach() for m in momenta]
         state = _detach(state)
         done += length
     return total / max(count, 1)
