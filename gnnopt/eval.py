@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="baseline learning rate (skips tuning)")
     p.add_argument("--tune-seeds", type=int, default=3, help="how many of the seeds tune the baseline lr")
     p.add_argument("--record-every", type=int, default=50)
+    p.add_argument("--report-steps", type=_parse_seeds, default=[], metavar="STEPS",
+                   help="also tabulate test accuracy at these recorded steps, e.g. 1000 (with --steps 5000)")
     p.add_argument("--rule-lr", type=float, default=1.0, help="lr multiplier of learned rules")
     p.add_argument("--out", type=Path, default=Path("eval-out"))
     p.add_argument("--data-dir", default=None)
@@ -260,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:  # a missing data set: the message says how to get it
         print(f"error: {err}", file=sys.stderr)
         return 2
+    missing = [s for s in args.report_steps if s % args.record_every and s != args.steps]
+    if missing:
+        print(f"error: --report-steps {missing} are not recorded (multiples of --record-every)", file=sys.stderr)
+        return 2
+    rows = accuracy_at(rows, curves, args.report_steps)
     write_outputs(args.out, rows, curves, " ".join(["python -m gnnopt.eval", *(argv or sys.argv[1:])]))
     print(format_table(rows))
     print(f"\nwrote {args.out}/results.md, results.json, curves.csv" +
@@ -272,10 +279,29 @@ def _label(name: str) -> str:
     return path.parent.name + "/" + path.name if path.name == "best" else path.name
 
 
+def accuracy_at(rows: list[dict[str, Any]], curves: list[dict[str, Any]], steps: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows with ``at``: ``{step: {"mean", "std", "test_acc"}}`` of the test accuracy the curves
+    recorded at each of ``steps`` (e.g. after 1,000 steps of a 5,000-step run)."""
+    out = []
+    for row in rows:
+        at = {}
+        for step in steps:
+            accs = [c["accuracy"] for c in curves
+                    if c["task"] == row["task"] and c["method"] == row["method"] and c["step"] == step]
+            if accs:
+                at[step] = {"mean": statistics.fmean(accs), "std": statistics.pstdev(accs), "test_acc": accs}
+        out.append({**row, "at": at} if at else row)
+    return out
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| task | method | test accuracy (%) | seeds | steps |", "|---|---|---|---|---|"]
+    extra = sorted({step for r in rows for step in r.get("at", {})})
+    head = "".join(f" after {step} steps (%) |" for step in extra)
+    lines = [f"| task | method |{head} test accuracy (%) | seeds | steps |", "|---|---|" + "---|" * (len(extra) + 3)]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['method']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
+        cells = "".join(f" {100 * r['at'][s]['mean']:.2f} ± {100 * r['at'][s]['std']:.2f} |" if s in r.get("at", {})
+                        else " - |" for s in extra)
+        lines.append(f"| {r['task']} | {r['method']} |{cells} {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
                      f"{len(r['seeds'])} | {r['steps']} |")
     return "\n".join(lines)
 

@@ -61,3 +61,20 @@ def test_cli_evaluates_a_checkpoint_and_tuned_adam_in_one_command(tmp_path):
 def test_cli_needs_a_method(capsys):
     assert eval_main(["--task", "fmnist17"]) == 2
     assert "--rule or --baseline" in capsys.readouterr().err
+
+
+def test_cli_reports_accuracy_at_intermediate_steps(tmp_path):
+    """``--report-steps``: a long run also tabulates the accuracy it had at an earlier step,
+    the same as a run of that length (runs are seeded, recording does not change them)."""
+    torch.manual_seed(0)
+    create("ff").save_pretrained(tmp_path / "rule")
+    common = ["--task", "fmnist17", "--rule", str(tmp_path / "rule"), "--seeds", "101-102", "--record-every", "10",
+              "--embedded"]
+    assert eval_main([*common, "--steps", "30", "--report-steps", "10,20", "--out", str(tmp_path / "long")]) == 0
+    assert eval_main([*common, "--steps", "10", "--out", str(tmp_path / "short")]) == 0
+    long = json.loads((tmp_path / "long" / "results.json").read_text())["rows"][0]
+    short = json.loads((tmp_path / "short" / "results.json").read_text())["rows"][0]
+    assert long["at"]["10"]["test_acc"] == short["test_acc"]
+    table = (tmp_path / "long" / "results.md").read_text()
+    assert "after 10 steps (%)" in table and "after 20 steps (%)" in table
+    assert eval_main([*common, "--steps", "30", "--report-steps", "15", "--out", str(tmp_path / "bad")]) == 2
