@@ -57,9 +57,11 @@ def recipe_command(run: Path) -> str:
     return "\n".join(lines)
 
 
-def model_card(name: str, run: Path, eval_dir: Path, hardware: str) -> str:
+def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str) -> str:
     rule = load_rule_from_dir(run / "best")
-    results = (eval_dir / "results.md").read_text().strip()
+    if not eval_dirs:
+        raise ValueError("a model card needs at least one evaluation (--eval)")
+    results = "\n\n".join((d / "results.md").read_text().strip() for d in eval_dirs)
     chain = lineage(run)
     if not chain:
         raise FileNotFoundError(f"{run}: no selected checkpoint (best/) with metrics.jsonl")
@@ -112,12 +114,13 @@ Hardware: {hardware}. Wall clock of meta-training, about {total / 60:.0f} min in
 """
 
 
-def export(run: str | Path, eval_dir: str | Path, *, name: str | None = None, dest: str | Path = "pretrained",
-           hardware: str) -> Path:
-    run, eval_dir = Path(run), Path(eval_dir)
+def export(run: str | Path, eval_dirs: list[str | Path], *, name: str | None = None,
+           dest: str | Path = "pretrained", hardware: str) -> Path:
+    """Copy ``run/best`` to ``dest/name`` with a card holding every ``eval_dirs`` results table."""
+    run = Path(run)
     name = name or run.name
     target = Path(dest) / name
-    card = model_card(name, run, eval_dir, hardware)  # everything is read before anything is written
+    card = model_card(name, run, [Path(d) for d in eval_dirs], hardware)  # everything is read before anything is written
     target.mkdir(parents=True, exist_ok=True)
     for file in (CONFIG_NAME, WEIGHTS_NAME):
         _atomic_write(target / file, lambda p, src=run / "best" / file: shutil.copyfile(src, p))
@@ -128,7 +131,8 @@ def export(run: str | Path, eval_dir: str | Path, *, name: str | None = None, de
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m gnnopt.training.export", description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="run directory (with best/, metrics.jsonl, recipe.sh)")
-    p.add_argument("--eval", type=Path, required=True, help="output directory of python -m gnnopt.eval")
+    p.add_argument("--eval", type=Path, action="append", required=True,
+                   help="output directory of python -m gnnopt.eval (repeatable)")
     p.add_argument("--name", default=None, help="checkpoint name (default: the run directory's name)")
     p.add_argument("--dest", type=Path, default=Path("pretrained"))
     p.add_argument("--hardware", required=True, help="where the meta-training ran, for the model card")
