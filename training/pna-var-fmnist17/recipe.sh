@@ -8,5 +8,5 @@ python -m gnnopt.training --task fmnist17 --rule pna --objective tbptt --unroll 
   --inner-steps 100 --random-inner-steps-after 100 --random-inner-steps-min 0.75 --random-inner-steps-max 2.5 \
   --outer-steps 300 --meta-batch-size 1 --lr 3e-4 --weight-decay 1e-4 --clip 1.0 --warmup-steps 5 \
   --eval-every 10 --eval-steps 1000 --eval-seeds 2 --save-every 5 --seed 3 --threads 1 \
-  --init-head training/experiments/ff-tbptt-200/best \
+  --init-head training/ff-fmnist17/best \
   --out training/pna-var-fmnist17 "$@"

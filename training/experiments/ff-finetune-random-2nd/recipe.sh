@@ -7,5 +7,5 @@ python -m gnnopt.training --task fmnist17 --rule ff --objective tbptt --unroll 2
   --inner-steps 200 --random-inner-steps-after 0 --random-inner-steps-min 0.75 --random-inner-steps-max 2.5 \
   --outer-steps 200 --meta-batch-size 1 --lr 2e-4 --weight-decay 1e-4 --clip 1.0 --warmup-steps 5 \
   --eval-every 10 --eval-steps 1000 --eval-seeds 2 --save-every 5 --seed 1 --threads 1 \
-  --init training/experiments/ff-tbptt-200/best \
+  --init training/ff-fmnist17/best \
   --out training/experiments/ff-finetune-random-2nd "$@"
