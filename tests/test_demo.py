@@ -24,3 +24,13 @@ def test_demo_without_any_rule_explains(monkeypatch, capsys):
     monkeypatch.setattr("gnnopt.demo.list_pretrained", lambda: [])
     assert demo_main([]) == 2
     assert "no pretrained rule" in capsys.readouterr().err
+
+
+def test_demo_runs_the_bundled_pna_rule_by_default(tmp_path, capsys):
+    """The README's first command: no options, the bundled ``pna-fmnist17`` against Adam."""
+    from gnnopt.demo import default_rule
+
+    assert default_rule() == "pna-fmnist17"
+    assert demo_main(["--steps", "10", "--record-every", "5", "--plot", str(tmp_path / "demo.png")]) == 0
+    out = capsys.readouterr().out
+    assert "gnnopt pna-fmnist17" in out and "Adam lr 0.01" in out

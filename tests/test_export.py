@@ -27,7 +27,7 @@ def test_export_writes_a_loadable_checkpoint_and_a_card_from_files(tmp_path, dat
     (run / "recipe.sh").write_text("#!/usr/bin/env bash\n# a comment\nset -e\npython -m gnnopt.training --rule ff \\\n"
                                    "  --out tuned \"$@\"\n")
     evals = tmp_path / "eval"
-    assert eval_main(["--task", "fmnist17", "--rule", str(run / "best"), "--baseline", "adam", "--lr", "1e-2",
+    assert eval_main(["--task", "fmnist17", "--rule", str(run / "best"), "--baseline", "adam", "--tune-seeds", "1",
                       "--steps", "5", "--seeds", "1", "--embedded", "--out", str(evals)]) == 0
     dest = tmp_path / "pretrained"
     assert export_main([str(run), "--eval", str(evals), "--name", "ff-test", "--dest", str(dest),
@@ -45,6 +45,7 @@ def test_export_writes_a_loadable_checkpoint_and_a_card_from_files(tmp_path, dat
     table = [line for line in results.splitlines() if line.startswith("| fmnist17")]
     assert len(table) == 2 and all(line in card for line in table)  # the eval's rows, verbatim
     assert "python -m gnnopt.training --rule ff" in card and "# a comment" not in card
+    assert "points against adam (lr " in card  # the margin, computed from results.json
     assert "a test machine" in card and "`tuned`" in card and "`base`" in card  # the init run's compute too
 
 

@@ -38,10 +38,12 @@ def lineage(run: Path) -> list[dict[str, Any]]:
         config = json.loads((best / CONFIG_NAME).read_text())
         selection = config.get("selection") or {}
         step = selection.get("step", config.get("outer_step"))
-        records = [r for r in read_metrics(best.parent) if step is None or r["step"] <= step]
+        every = read_metrics(best.parent)
+        records = [r for r in every if step is None or r["step"] <= step]
         seconds = sum(r.get("seconds", 0.0) + r.get("val_seconds", 0.0) for r in records)
         training = config.get("training", {})
-        chain.append({"run": best.parent, "step": step, "selection": selection, "seconds": seconds,
+        chain.append({"run": best.parent, "step": step, "last_step": every[-1]["step"] if every else step,
+                      "planned": training.get("outer_steps"), "selection": selection, "seconds": seconds,
                       "timed_validation": any("val_seconds" in r for r in records)})
         todo += [Path(training[k]) for k in ("init", "init_head") if training.get(k)]
     return chain
@@ -55,6 +57,26 @@ def recipe_command(run: Path) -> str:
     lines = [line for line in path.read_text().splitlines()
              if line.strip() and not line.lstrip().startswith(("#", "set "))]
     return "\n".join(lines)
+
+
+def summarize(eval_dirs: list[Path], labels: set[str]) -> list[str]:
+    """Sentences computed from the evaluations' ``results.json``: the margin of the rule (rows
+    labelled one of ``labels``) over each tuned baseline, and any fall between a reported
+    step and the end of a long run."""
+    lines = []
+    for d in eval_dirs:
+        rows = json.loads((d / "results.json").read_text())["rows"]
+        for row in (r for r in rows if r["method"] in labels):
+            for base in (r for r in rows if r["task"] == row["task"] and "tuning_val_acc" in r):
+                margin = 100 * (row["mean"] - base["mean"])
+                lines.append(f"{row['task']}, {row['steps']} steps: {margin:+.2f} points against {base['method']} "
+                             f"({100 * row['mean']:.2f}% vs {100 * base['mean']:.2f}%, {len(row['seeds'])} seeds).")
+            for step, at in sorted(row.get("at", {}).items(), key=lambda kv: int(kv[0])):
+                change = 100 * (row["mean"] - at["mean"])
+                verb = "falls" if change < 0 else "rises"
+                lines.append(f"{row['task']}: test accuracy {verb} from {100 * at['mean']:.2f}% after {step} steps "
+                             f"to {100 * row['mean']:.2f}% after {row['steps']} ({len(row['seeds'])} seeds).")
+    return lines or ["these evaluations hold no tuned baseline and no long-run figure for this rule."]
 
 
 def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str) -> str:
@@ -71,9 +93,11 @@ def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str) -> st
         sel = c["selection"]
         val = f", validation accuracy {100 * sel['val_acc']:.2f}%" if "val_acc" in sel else ""
         note = "" if c["timed_validation"] else " (validation episodes not timed)"
-        parts.append(f"- `{c['run'].name}`: selected at outer step {c['step']}{val}; "
+        parts.append(f"- `{c['run'].name}`: selected at outer step {c['step']} of a run stopped at "
+                     f"{c['last_step']} ({c['planned']} planned){val}; "
                      f"{c['seconds'] / 60:.0f} min up to that step{note}")
     weights = sum(p.numel() for p in rule.parameters())
+    findings = "\n".join(f"- {line}" for line in summarize(eval_dirs, {f"{run.name}/best", name, str(run / "best")}))
     return f"""---
 library_name: gnnopt
 tags: [learned-optimizer, gnnopt]
@@ -91,7 +115,9 @@ opt = GNNOptimizer.from_pretrained("{name}", model.named_parameters())
 ## Evaluation
 
 Test accuracy after the stated number of steps, written by `python -m gnnopt.eval`
-(Adam's learning rate tuned on the validation split):
+(a baseline's learning rate tuned on the validation split). In short:
+
+{findings}
 
 {results}
 
