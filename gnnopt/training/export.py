@@ -25,8 +25,9 @@ from .checkpoint import read_metrics
 def lineage(run: Path) -> list[dict[str, Any]]:
     """The run, then the runs its ``init``/``init_head`` checkpoints were selected from.
 
-    Each entry: ``run`` (path), ``step`` (the selected outer step), ``selection`` and
-    ``seconds`` (wall clock of outer steps and validations up to the selected step).
+    Each entry: ``run`` (path), ``step`` (the selected outer step), ``last_step`` (where the
+    run stopped), ``planned`` (its ``outer_steps``), ``selection``, ``seconds`` (wall clock of
+    outer steps and validations up to the selected step) and ``timed_validation``.
     """
     chain, seen = [], set()
     todo = [run / "best"]
