@@ -17,8 +17,13 @@ def test_tests_run_against_the_installed_wheel():
     path = Path(gnnopt.__file__).resolve()
     assert "site-packages" in path.parts, f"gnnopt imported from {path}, not the installed package"
     assert (path.parent / "_data" / "fmnist_subset.safetensors.gz").is_file()
-    for name in list_pretrained():  # bundled checkpoints travel inside the wheel
+    in_repo = sorted(d.name for d in (Path(__file__).parent.parent / "pretrained").iterdir()
+                     if (d / "model.safetensors").is_file())
+    assert in_repo and set(in_repo) <= set(list_pretrained())  # every bundled checkpoint is in the wheel
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    for name in list_pretrained():
         assert (path.parent / "pretrained" / name / "model.safetensors").is_file()
+        GNNOptimizer.from_pretrained(name, model.named_parameters())  # offline: no Hub involved
 
 
 def test_every_registered_rule_builds_an_optimizer():
