@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recipe of lstm-fmnist17 (NOT RUN YET): the paper configuration of `lstm` (head widened to 64, the
+# Recipe of lstm-fmnist17 (started; stopped at outer step 48, resumable): the paper configuration of `lstm` (head widened to 64, the
 # ff head's width) with its per-element head
 # started as the trained ff rule (training/ff-fmnist17/best, graph/context inputs at
 # zero), second-order truncated BPTT (unroll 20) over 150-300-step episodes, selection on two

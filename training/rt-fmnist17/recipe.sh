@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recipe of rt-fmnist17 (NOT RUN YET): the paper configuration of `rt` with its per-element head
+# Recipe of rt-fmnist17 (started; stopped at outer step 45, resumable): the paper configuration of `rt` with its per-element head
 # started as the trained ff rule (training/ff-fmnist17/best, graph/context inputs at
 # zero), second-order truncated BPTT (unroll 20) over 150-300-step episodes, selection on two
 # 1,000-step validation episodes: the recipe of pna-fmnist17 (its header says why).
