@@ -1,7 +1,7 @@
 """Ship a meta-training run's selected rule as a bundled checkpoint with a model card.
 
-    python -m gnnopt.training.export training/ff-fmnist17 --eval training/ff-fmnist17/eval \
-        --hardware "2-core AMD EPYC VM, 1 thread"
+    python -m gnnopt.training.export training/pna-fmnist17 --eval training/eval-fmnist17 \
+        --eval training/pna-fmnist17/eval-5000 --hardware "a 2-core AMD EPYC cloud VM, CPU only"
 
 copies ``<run>/best/`` to ``pretrained/<name>/`` (``config.json``, ``model.safetensors``)
 and writes its ``README.md`` from files only: the recipe (``<run>/recipe.sh``), the
