@@ -140,14 +140,10 @@ class NeuralGraph:
         zero = node_emb.new_zeros(1, node_emb.shape[1])
         return torch.cat([edge_emb, node_emb, zero], dim=0)
 
-    def readout(self, edge_emb: Tensor, node_emb: Tensor) -> Tensor:
-        """The graph embedding of every element: its edge's, its node's, or zeros.
 
-        Shapes:
-            edge_emb: ``[E, H]``; node_emb: ``[N, H]`` -> ``[P, H]``.
-        """
-        # index_select: its backward (index_add) is deterministic, unlike advanced indexing's
-        return self.readout_table(edge_emb, node_emb).index_select(0, self.readout_index)
+def message_pairs(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """:attr:`NeuralGraph.message_pairs` of an ``edge_index``: (target, ``num_nodes`` + source)."""
+    return torch.stack([edge_index[1], edge_index[0] + num_nodes], dim=1)
 
 
 @lru_cache(maxsize=None)
@@ -363,7 +359,7 @@ def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGrap
         node_inv_count=(1.0 / count.clamp_min(1.0)).unsqueeze(1),
         readout_index=readout,
         tensor_index=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)),
-        message_pairs=torch.stack([edge_index[1], edge_index[0] + num_nodes], dim=1),
+        message_pairs=message_pairs(edge_index, num_nodes),
         edge_blocks=tuple(blocks),
     )
 

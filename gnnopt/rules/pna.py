@@ -20,17 +20,17 @@ from torch.nn import functional as F
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.aggr import DegreeScalerAggregation, MeanAggregation, StdAggregation
 
-from ..graph import NeuralGraph
+from ..graph import NeuralGraph, message_pairs
 from ._aggr import MaxAggregation, MinAggregation
 from .base import Head, RuleState, UpdateRule, mlp
 
 AGGREGATORS = ["mean", "min", "max", "std"]
+SCALERS = ["identity", "amplification"]
 
 
 def _aggregators():
     """mean/min/max/std as torch_geometric modules; min and max with a lean backward (``._aggr``)."""
     return [MeanAggregation(), MinAggregation(), MaxAggregation(), StdAggregation()]
-SCALERS = ["identity", "amplification"]
 
 
 class PNALayer(MessagePassing):
@@ -72,7 +72,7 @@ class PNALayer(MessagePassing):
 
     def forward(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(graph, Tensor):
-            edge_index, pairs = graph, _message_pairs(graph, x.shape[0])
+            edge_index, pairs = graph, message_pairs(graph, x.shape[0])
         else:
             edge_index, pairs = graph.edge_index, graph.message_pairs
         num_edges = edge_attr.shape[0]
@@ -114,11 +114,6 @@ class PNALayer(MessagePassing):
 def _chunks(total: int, size: int) -> list[slice]:
     """Consecutive slices of at most ``size`` covering ``range(total)`` (one, even if empty)."""
     return [slice(start, min(start + size, total)) for start in range(0, total, size)] or [slice(0, 0)]
-
-
-def _message_pairs(edge_index: Tensor, num_nodes: int) -> Tensor:
-    """:attr:`NeuralGraph.message_pairs` of a bare ``edge_index``."""
-    return torch.stack([edge_index[1], edge_index[0] + num_nodes], dim=1)
 
 
 def _pair_sum(table: Tensor, pairs: Tensor) -> Tensor:

@@ -60,7 +60,8 @@ class RelationalAttention(MessagePassing):
         x = self.norm1(x + self.out(attended))
         x = self.norm2(x + self.ffn(x))
         fsrc, fdst = src[:num_edges], dst[:num_edges]
-        update = self.edge_source(x).index_select(0, fsrc) + self.edge_self(edge_attr) + self.edge_target(x).index_select(0, fdst)
+        update = (self.edge_source(x).index_select(0, fsrc) + self.edge_self(edge_attr)
+                  + self.edge_target(x).index_select(0, fdst))
         return x, self.edge_norm(edge_attr + self.edge_out(self.act(update)))
 
     def message(self, values: Tensor) -> Tensor:
