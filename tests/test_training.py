@@ -194,6 +194,54 @@ def test_second_order_meta_gradient_differs_and_is_finite(tmp_path, data):
     assert not torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-7)
 
 
+def test_segments_carry_episodes_across_outer_steps(tmp_path, data):
+    """With segment_steps, a 7-step episode runs as 3 + 3 + 1 inner steps over three outer
+    steps (momenta and parameters carried over), then a fresh episode starts."""
+    cfg = TrainConfig(rule="ff", objective="tbptt", unroll=2, inner_steps=7, segment_steps=3, outer_steps=5,
+                      eval_every=10, embedded=True)
+    trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
+    records = [trainer.outer_step() for _ in range(2)]
+    ep = trainer.episodes[0]
+    assert ep.done == 6 and float(ep.momenta[0].abs().sum()) > 0
+    fresh = make_optimizee(trainer.task, data, ep.seed, trainer.rule.graph_options, "cpu")
+    assert not torch.equal(ep.params[0], fresh.params[0])  # trained for six steps
+    records += [trainer.outer_step() for _ in range(2)]
+    assert [r["inner_steps"] for r in records] == [[3], [3], [1], [3]]
+    assert [r["episode_step"] for r in records] == [[0], [3], [6], [0]]
+    assert trainer.episodes[0].seed != ep.seed
+
+
+def test_segments_stagger_the_first_episodes_of_a_meta_batch(tmp_path, data):
+    cfg = TrainConfig(rule="ff", objective="greedy", inner_steps=8, segment_steps=4, meta_batch_size=2,
+                      outer_steps=3, eval_every=10, embedded=True)
+    trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
+    records = [trainer.outer_step() for _ in range(3)]
+    assert [e.length for e in trainer.episodes] == [8, 8]  # both were restarted at full length
+    assert [r["episode_step"] for r in records] == [[0, 0], [0, 4], [4, 0]]
+
+
+@pytest.mark.parametrize("rule", ["ff", "pna_lstm"])
+def test_resume_mid_episode_is_exact(tmp_path, data, rule):
+    """A run stopped in the middle of persistent episodes resumes them exactly (parameters,
+    momenta, recurrent state and batch stream), ending as the uninterrupted run does."""
+    config = {"hidden": 8, "layers": 1} if rule == "pna_lstm" else {"hidden": 8}
+    cfg = TrainConfig(rule=rule, rule_config=config, objective="tbptt", unroll=2, inner_steps=9, segment_steps=4,
+                      meta_batch_size=2, outer_steps=6, eval_every=3, save_every=100, embedded=True, lr=1e-3)
+    full = meta_train(cfg, tmp_path / "full", data=data, progress=False)
+    first = MetaTrainer(cfg, tmp_path / "split", data=data, progress=False)
+    checkpoint.write_checkpoint(first.out, first.rule, cfg, 0)
+    for _ in range(4):
+        record = first.outer_step()
+        if first.step % cfg.eval_every == 0:
+            record.update(first._select())
+        checkpoint.append_metrics(first.out, record)
+    first._save_state()
+    resumed = meta_train(cfg, tmp_path / "split", resume=True, data=data, progress=False)
+    for (k, a), b in zip(_weights(full).items(), _weights(resumed).values()):
+        assert torch.equal(a, b), k
+    assert _strip(read_metrics(tmp_path / "full")) == _strip(read_metrics(tmp_path / "split"))
+
+
 def test_random_inner_steps_in_range():
     cfg = TrainConfig(inner_steps=100, random_inner_steps_after=3, random_inner_steps_min=0.75,
                       random_inner_steps_max=2.5)
@@ -214,6 +262,8 @@ def test_invalid_training_options():
         TrainConfig(eval_seeds=0)
     with pytest.raises(ValueError, match="second_order"):
         TrainConfig(objective="greedy", second_order=True)
+    with pytest.raises(ValueError, match="segment_steps"):
+        TrainConfig(segment_steps=0)
 
 
 class _Forbidden:

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-steps", type=int, default=d.inner_steps)
     p.add_argument("--outer-steps", type=int, default=d.outer_steps)
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size)
+    p.add_argument("--segment-steps", type=int, default=None,
+                   help="inner steps per outer step; longer episodes carry over to the next outer steps")
     p.add_argument("--random-inner-steps-after", type=int, default=None)
     p.add_argument("--random-inner-steps-min", type=float, default=d.random_inner_steps_min)
     p.add_argument("--random-inner-steps-max", type=float, default=d.random_inner_steps_max)
@@ -75,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip=args.clip,
         eval_every=args.eval_every, eval_steps=args.eval_steps, eval_seeds=args.eval_seeds,
         save_every=args.save_every, seed=args.seed,
-        embedded=args.embedded, init=args.init, init_head=args.init_head,
+        embedded=args.embedded, init=args.init, init_head=args.init_head, segment_steps=args.segment_steps,
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from safetensors.torch import load_file, save_file
 
 from ..hub import _atomic_write, save_rule
@@ -54,9 +55,11 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
 
 
 def save_trainer_state(out: Path, rule: UpdateRule, cfg: TrainConfig, meta_opt: torch.optim.Optimizer,
-                       step: int, best: dict[str, Any] | None) -> None:
-    """Latest rule + everything needed to resume exactly. The JSON is written last, so a
-    crash mid-save leaves the previous consistent state readable."""
+                       step: int, best: dict[str, Any] | None,
+                       episodes: tuple[dict[str, Tensor], list[Any]] | None = None) -> None:
+    """Latest rule + everything needed to resume exactly, including the ``episodes`` still
+    running (tensors, JSON) with persistent episodes. The JSON is written last, so a crash
+    mid-save leaves the previous consistent state readable."""
     write_checkpoint(out, rule, cfg, step)
     tensors, steps = {}, {}
     params = list(rule.parameters())
@@ -67,14 +70,20 @@ def save_trainer_state(out: Path, rule: UpdateRule, cfg: TrainConfig, meta_opt: 
             tensors[f"{i}.exp_avg_sq"] = state["exp_avg_sq"].detach().cpu().contiguous()
             steps[str(i)] = float(state["step"])
     rule_weights = {f"rule.{k}": v.detach().cpu().contiguous() for k, v in rule.state_dict().items()}
-    _atomic_write(out / STATE_TENSORS, lambda p: save_file({**tensors, **rule_weights}, p))
+    episode_tensors, episode_info = episodes or ({}, None)
+    episode_tensors = {f"episode.{k}": v.detach().cpu().contiguous() for k, v in episode_tensors.items()}
+    _atomic_write(out / STATE_TENSORS, lambda p: save_file({**tensors, **rule_weights, **episode_tensors}, p))
     payload = {"outer_step": step, "best": best, "adam_steps": steps}
+    if episode_info is not None:
+        payload["episodes"] = episode_info
     _atomic_write(out / STATE_JSON, lambda p: Path(p).write_text(json.dumps(payload, indent=2) + "\n"))
     _truncate_metrics(out, step)
 
 
 def load_trainer_state(out: Path, rule: UpdateRule, meta_opt: torch.optim.Optimizer,
-                       device: torch.device) -> tuple[int, dict[str, Any] | None]:
+                       device: torch.device) -> tuple[int, dict[str, Any] | None, tuple[dict[str, Tensor], list[Any]]]:
+    """``(outer step, best, (episode tensors, episode JSON))`` of a saved run; the rule and
+    ``meta_opt`` are loaded in place."""
     json_path, tensor_path = out / STATE_JSON, out / STATE_TENSORS
     if not json_path.is_file() or not tensor_path.is_file():
         raise FileNotFoundError(f"{out}: no saved trainer state ({STATE_JSON}, {STATE_TENSORS}) to resume from")
@@ -90,7 +99,8 @@ def load_trainer_state(out: Path, rule: UpdateRule, meta_opt: torch.optim.Optimi
             }
     step = int(payload["outer_step"])
     _truncate_metrics(out, step)
-    return step, payload["best"]
+    episodes = {k[len("episode."):]: v for k, v in tensors.items() if k.startswith("episode.")}
+    return step, payload["best"], (episodes, payload.get("episodes"))
 
 
 def _truncate_metrics(out: Path, step: int) -> None:

@@ -24,6 +24,14 @@ class TrainConfig:
     ``second_order`` (tbptt only) back-propagates through the gradients the optimizee's
     parameters produce as well (``create_graph=True``), not only through the updates.
     Model selection averages the validation accuracy of ``eval_seeds`` episodes.
+
+    ``segment_steps`` (when set) makes episodes persist across outer steps: each outer step
+    advances every episode by at most ``segment_steps`` inner steps and meta-updates on
+    those, and a new episode starts only when one has run its full length. The rule then
+    learns from every stage of long episodes (thousands of steps) at the cost of a segment
+    per meta-update (truncated meta-training; Metz et al. 2019). With several episodes per
+    process, the first ones are cut short at staggered lengths so they do not all restart
+    together.
     """
 
     task: str = "fmnist17"
@@ -50,6 +58,7 @@ class TrainConfig:
     embedded: bool = False
     init: str | None = None
     init_head: str | None = None
+    segment_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -61,6 +70,10 @@ class TrainConfig:
                 raise ValueError(f"Invalid {name}: {value!r} (a positive integer is required)")
         if self.second_order and self.objective != "tbptt":
             raise ValueError("second_order needs objective='tbptt' (greedy detaches the optimizee every step)")
+        if self.segment_steps is not None and (
+            isinstance(self.segment_steps, bool) or not isinstance(self.segment_steps, int) or self.segment_steps < 1
+        ):
+            raise ValueError(f"Invalid segment_steps: {self.segment_steps!r} (a positive integer or None)")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ValueError(f"Invalid eval_steps: {self.eval_steps}")
         if self.random_inner_steps_after is not None and self.random_inner_steps_after < 0:

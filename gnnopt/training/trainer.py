@@ -82,14 +82,38 @@ def episode_length(cfg: TrainConfig, outer_step: int, seed: int) -> int:
     return max(1, int(cfg.inner_steps * factor))
 
 
-def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float) -> float:
-    """Run one episode, back-propagating ``weight * meta-loss`` into the rule's ``.grad``.
+@dataclass
+class Episode:
+    """An optimizee part-way through training by the rule: where it stands between inner steps.
 
-    Returns the episode's mean meta-loss (a float, for logging).
+    ``params``, ``momenta`` and ``rule_state`` are detached; ``done`` of ``length`` inner
+    steps have run. An episode lives for one outer step, or across outer steps with
+    ``segment_steps``.
     """
-    params = opt.params
-    momenta = [init_momenta(p) for p in params]
-    state = rule.init_state(opt.graph, params[0].device)
+
+    optimizee: Optimizee
+    seed: int
+    length: int
+    params: list[Tensor]
+    momenta: list[Tensor]
+    rule_state: dict[str, Tensor] | None
+    done: int = 0
+
+    @classmethod
+    def start(cls, rule: UpdateRule, optimizee: Optimizee, seed: int, length: int) -> Episode:
+        params = optimizee.params
+        return cls(optimizee, seed, length, params, [init_momenta(p) for p in params],
+                   rule.init_state(optimizee.graph, params[0].device))
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.length
+
+
+def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float) -> float:
+    """Advance ``ep`` by ``steps`` inner steps, back-propagating ``weight *`` their mean
+    meta-loss into the rule's ``.grad``. Returns that mean meta-loss (a float, for logging)."""
+    opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
     total, count = 0.0, 0
     if cfg.objective == "greedy":
         for _ in range(steps):
@@ -104,34 +128,40 @@ def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, 
             params = [p.detach() for p in new]
             momenta = result.momenta
             state = _detach(result.rule_state)
-        return total / max(count, 1)
-
-    # tbptt: truncations of `unroll` steps; each step's loss is on its next batch
-    done = 0
-    batch = opt.stream.next()
-    while done < steps:
-        length = min(cfg.unroll, steps - done)
-        current = [p.detach().requires_grad_() for p in params]
-        metas = []
-        for t in range(length):
-            loss = opt.loss(current, batch)
-            if t > 0:
-                metas.append(loss)  # loss of the previous update, measured on a new batch
-            grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
-                                        create_graph=cfg.second_order)
-            result = learned_update(rule, opt.graph, current, grads, momenta, state, second_order=cfg.second_order)
-            current = [p + u for p, u in zip(current, result.updates)]
-            momenta, state = result.momenta, result.rule_state
-            batch = opt.stream.next()
-        metas.append(opt.loss(current, batch))
-        meta = torch.stack(metas).mean()
-        (meta * (weight * length / steps)).backward()
-        total, count = total + meta.item() * length, count + length
-        params = [p.detach() for p in current]
-        momenta = [m.detach() for m in momenta]
-        state = _detach(state)
-        done += length
+    else:  # tbptt: truncations of `unroll` steps; each step's loss is on its next batch
+        done = 0
+        batch = opt.stream.next()
+        while done < steps:
+            length = min(cfg.unroll, steps - done)
+            current = [p.detach().requires_grad_() for p in params]
+            metas = []
+            for t in range(length):
+                loss = opt.loss(current, batch)
+                if t > 0:
+                    metas.append(loss)  # loss of the previous update, measured on a new batch
+                grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
+                                            create_graph=cfg.second_order)
+                result = learned_update(rule, opt.graph, current, grads, momenta, state,
+                                        second_order=cfg.second_order)
+                current = [p + u for p, u in zip(current, result.updates)]
+                momenta, state = result.momenta, result.rule_state
+                batch = opt.stream.next()
+            metas.append(opt.loss(current, batch))
+            meta = torch.stack(metas).mean()
+            (meta * (weight * length / steps)).backward()
+            total, count = total + meta.item() * length, count + length
+            params = [p.detach() for p in current]
+            momenta = [m.detach() for m in momenta]
+            state = _detach(state)
+            done += length
+    ep.params, ep.momenta, ep.rule_state = [p.detach() for p in params], [m.detach() for m in momenta], state
+    ep.done += steps
     return total / max(count, 1)
+
+
+def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float) -> float:
+    """Run one whole ``steps``-step episode on a fresh ``opt`` (see :func:`run_segment`)."""
+    return run_segment(rule, Episode.start(rule, opt, 0, steps), cfg, steps, weight)
 
 
 def _detach(state):
@@ -164,6 +194,10 @@ class MetaTrainer:
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.progress = progress and self.dist.is_main
+        self.episodes: list[Episode | None] = [None] * cfg.meta_batch_size
+        if cfg.segment_steps is not None and self.dist.world_size > 1:
+            raise ValueError("segment_steps (persistent episodes) runs in one process only; "
+                             "use --meta-batch-size for more episodes per meta-update")
 
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
@@ -180,21 +214,27 @@ class MetaTrainer:
         if stored != self.cfg.to_dict():
             diff = {k: (stored.get(k), v) for k, v in self.cfg.to_dict().items() if stored.get(k) != v}
             raise ValueError(f"{self.out / 'config.json'}: the run was started with other options: {diff}")
-        self.step, self.best = checkpoint.load_trainer_state(self.out, self.rule, self.meta_opt, self.device)
+        self.step, self.best, episodes = checkpoint.load_trainer_state(self.out, self.rule, self.meta_opt,
+                                                                        self.device)
+        self._restore_episodes(*episodes)
 
     def outer_step(self) -> dict[str, Any]:
-        cfg, rank = self.cfg, self.dist.rank
+        cfg = self.cfg
         start = time.perf_counter()
         self.rule.train()
         self.meta_opt.zero_grad(set_to_none=False)
-        losses, lengths = [], []
+        losses, lengths, positions = [], [], []
+        weight = 1.0 / (cfg.meta_batch_size * self.dist.world_size)
         for e in range(cfg.meta_batch_size):
-            seed = episode_seed(cfg.seed, self.step, e, rank)
-            optimizee = make_optimizee(self.task, self.data, seed, self.rule.graph_options, self.device)
-            steps = episode_length(cfg, self.step, seed)
-            weight = 1.0 / (cfg.meta_batch_size * self.dist.world_size)
-            losses.append(run_episode(self.rule, optimizee, cfg, steps, weight))
+            ep = self.episodes[e]
+            if ep is None or ep.finished:
+                ep = self.episodes[e] = self._new_episode(e, first=ep is None)
+            steps = min(cfg.segment_steps or ep.length, ep.length - ep.done)
+            positions.append(ep.done)
+            losses.append(run_segment(self.rule, ep, cfg, steps, weight))
             lengths.append(steps)
+            if cfg.segment_steps is None:
+                self.episodes[e] = None  # a fresh episode every outer step
         self.dist.all_reduce_grads(self.rule)
         grad_norm = _grad_norm(self.rule)
         finite = math.isfinite(grad_norm)
@@ -210,11 +250,69 @@ class MetaTrainer:
             "step": self.step,
             "meta_loss": self.dist.mean(sum(losses) / len(losses)),
             "inner_steps": lengths,
+            **({"episode_step": positions} if cfg.segment_steps else {}),
             "grad_norm": grad_norm,
             "skipped": not finite,
             "lr": lr,
             "seconds": round(time.perf_counter() - start, 3),
         }
+
+    def _save_state(self) -> None:
+        checkpoint.save_trainer_state(self.out, self.rule, self.cfg, self.meta_opt, self.step, self.best,
+                                      self._episode_state() if self.cfg.segment_steps else None)
+
+    def _episode_state(self) -> tuple[dict[str, Tensor], list[dict[str, Any] | None]]:
+        """The running episodes as tensors + JSON: parameters, momenta, rule state and the
+        batch stream's position, enough to rebuild them exactly on resume."""
+        tensors: dict[str, Tensor] = {}
+        info: list[dict[str, Any] | None] = []
+        for e, ep in enumerate(self.episodes):
+            if ep is None:
+                info.append(None)
+                continue
+            stream = ep.optimizee.stream
+            tensors.update({f"{e}.param.{i}": p for i, p in enumerate(ep.params)})
+            tensors.update({f"{e}.momenta.{i}": m for i, m in enumerate(ep.momenta)})
+            tensors.update({f"{e}.rule_state.{k}": v for k, v in (ep.rule_state or {}).items()})
+            tensors[f"{e}.generator"] = stream.generator.get_state()
+            if stream._perm is not None:
+                tensors[f"{e}.perm"] = stream._perm
+            info.append({"seed": ep.seed, "length": ep.length, "done": ep.done, "epoch": stream.epoch,
+                         "pos": stream._pos, "rule_state": ep.rule_state is not None})
+        return tensors, info
+
+    def _restore_episodes(self, tensors: dict[str, Tensor], info: list[dict[str, Any] | None] | None) -> None:
+        if not self.cfg.segment_steps:
+            return
+        if info is None or len(info) != self.cfg.meta_batch_size:
+            raise ValueError(f"{self.out}: the saved state has no running episodes to resume")
+        for e, item in enumerate(info):
+            if item is None:
+                continue
+            optimizee = make_optimizee(self.task, self.data, item["seed"], self.rule.graph_options, self.device)
+            n = len(optimizee.params)
+            ep = Episode(optimizee, item["seed"], item["length"],
+                         [tensors[f"{e}.param.{i}"] for i in range(n)],
+                         [tensors[f"{e}.momenta.{i}"] for i in range(n)],
+                         {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{e}.rule_state.")}
+                         if item["rule_state"] else None,
+                         item["done"])
+            stream = optimizee.stream
+            stream.generator.set_state(tensors[f"{e}.generator"].cpu())
+            stream.epoch, stream._pos = item["epoch"], item["pos"]
+            stream._perm = tensors.get(f"{e}.perm")
+            self.episodes[e] = ep
+
+    def _new_episode(self, slot: int, first: bool) -> Episode:
+        """A fresh optimizee for meta-batch ``slot``, seeded from the outer step. With
+        persistent episodes, the first ones of a meta-batch end at staggered lengths."""
+        cfg = self.cfg
+        seed = episode_seed(cfg.seed, self.step, slot, self.dist.rank)
+        optimizee = make_optimizee(self.task, self.data, seed, self.rule.graph_options, self.device)
+        length = episode_length(cfg, self.step, seed)
+        if first and cfg.segment_steps is not None:
+            length = max(1, length * (slot + 1) // cfg.meta_batch_size)
+        return Episode.start(self.rule, optimizee, seed, length)
 
     def validate(self) -> dict[str, float]:
         """Run the rule on ``eval_seeds`` fixed fresh optimizees; mean validation loss/accuracy."""
@@ -242,14 +340,14 @@ class MetaTrainer:
                 if self.dist.is_main:
                     checkpoint.append_metrics(self.out, record)
                     if self.step % cfg.save_every == 0 or self.step == cfg.outer_steps or interrupted:
-                        checkpoint.save_trainer_state(self.out, self.rule, self.cfg, self.meta_opt, self.step, self.best)
+                        self._save_state()
                 bar.update(1)
                 bar.set_postfix(_postfix(record, self.best))
                 if interrupted:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             if self.dist.is_main:
-                checkpoint.save_trainer_state(self.out, self.rule, self.cfg, self.meta_opt, self.step, self.best)
+                self._save_state()
                 print(f"\ninterrupted: state saved at outer step {self.step}; continue with --resume")
             raise
         finally:
