@@ -222,10 +222,11 @@ def test_segments_stagger_the_first_episodes_of_a_meta_batch(tmp_path, data):
 
 @pytest.mark.parametrize("rule", ["ff", "pna_lstm"])
 def test_resume_mid_episode_is_exact(tmp_path, data, rule):
-    """A run stopped in the middle of persistent episodes resumes them exactly (parameters,
-    momenta, recurrent state and batch stream), ending as the uninterrupted run does."""
+    """A run stopped in the middle of persistent episodes resumes them exactly (task,
+    parameters, momenta, recurrent state and batch stream), ending as the uninterrupted run does."""
     config = {"hidden": 8, "layers": 1} if rule == "pna_lstm" else {"hidden": 8}
-    cfg = TrainConfig(rule=rule, rule_config=config, objective="tbptt", unroll=2, inner_steps=9, segment_steps=4,
+    tasks = "fmnist17" if rule == "pna_lstm" else "fmnist17,fmnist17-w8"
+    cfg = TrainConfig(task=tasks, rule=rule, rule_config=config, objective="tbptt", unroll=2, inner_steps=9, segment_steps=4,
                       meta_batch_size=2, outer_steps=6, eval_every=3, save_every=100, embedded=True, lr=1e-3)
     full = meta_train(cfg, tmp_path / "full", data=data, progress=False)
     first = MetaTrainer(cfg, tmp_path / "split", data=data, progress=False)
@@ -240,6 +241,26 @@ def test_resume_mid_episode_is_exact(tmp_path, data, rule):
     for (k, a), b in zip(_weights(full).items(), _weights(resumed).values()):
         assert torch.equal(a, b), k
     assert _strip(read_metrics(tmp_path / "full")) == _strip(read_metrics(tmp_path / "split"))
+
+
+def test_several_tasks_share_the_episodes(tmp_path, data):
+    """A comma-separated --task trains each episode on one of the tasks (seeded, so a resumed
+    run draws the same ones); validation runs on the first; mixed data sets are refused."""
+    cfg = TrainConfig(task="fmnist17,fmnist17-w8,fmnist17-d1", rule="ff", objective="tbptt", unroll=2,
+                      inner_steps=4, segment_steps=2, outer_steps=12, eval_every=100, embedded=True)
+    trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
+    records = [trainer.outer_step() for _ in range(12)]
+    drawn = [r["task"][0] for r in records]
+    assert set(drawn) == {"fmnist17", "fmnist17-w8", "fmnist17-d1"}
+    assert all(drawn[i] == drawn[i + 1] for i in range(0, 12, 2))  # an episode keeps its task
+    shapes = [p.shape for p in get_task(drawn[-1]).build_model().parameters()]
+    assert [p.shape for p in trainer.episodes[0].params] == shapes  # the drawn task's network
+    assert trainer.task.name == "fmnist17"
+    with pytest.raises(ValueError, match="share a data set"):
+        MetaTrainer(TrainConfig(task="fmnist17,cifar10-cnn", rule="ff", embedded=True), tmp_path / "mixed",
+                    data=data, progress=False)
+    with pytest.raises(ValueError, match="Invalid task"):
+        TrainConfig(task="fmnist17,")
 
 
 def test_random_inner_steps_in_range():

@@ -20,7 +20,9 @@ from .trainer import meta_train, summary
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m gnnopt.training", description="Meta-train a learned update rule.")
-    p.add_argument("--task", default=d.task)
+    p.add_argument("--task", default=d.task,
+                   help="a task, or several comma-separated ones on one data set (each episode draws one; "
+                   "validation uses the first)")
     p.add_argument("--rule", default=d.rule, help="ff, lstm, pna, rt or pna_lstm")
     p.add_argument("--hidden", type=int, default=None, help="rule hidden size (default: paper configuration)")
     p.add_argument("--layers", type=int, default=None, help="rule layers (default: paper configuration)")

@@ -25,6 +25,10 @@ class TrainConfig:
     parameters produce as well (``create_graph=True``), not only through the updates.
     Model selection averages the validation accuracy of ``eval_seeds`` episodes.
 
+    ``task`` is one task name, or several comma-separated ones on the same data set (e.g.
+    ``"fmnist17,fmnist17-w8,fmnist17-d1"``): each episode then trains one of them, drawn from
+    its seed, and validation runs on the first.
+
     ``segment_steps`` (when set) makes episodes persist across outer steps: each outer step
     advances every episode by at most ``segment_steps`` inner steps and meta-updates on
     those, and a new episode starts only when one has run its full length. The rule then
@@ -61,6 +65,8 @@ class TrainConfig:
     segment_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not all(self.task_names):
+            raise ValueError(f"Invalid task: {self.task!r} (a task name, or several separated by commas)")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"Invalid objective: {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
         for name in ("unroll", "inner_steps", "outer_steps", "meta_batch_size", "eval_every", "eval_seeds",
@@ -87,6 +93,11 @@ class TrainConfig:
                 f"Invalid lr={self.lr}, weight_decay={self.weight_decay}, clip={self.clip} "
                 f"or warmup_steps={self.warmup_steps}"
             )
+
+    @property
+    def task_names(self) -> list[str]:
+        """``task`` split into its task names."""
+        return [name.strip() for name in self.task.split(",")]
 
     @property
     def selection_steps(self) -> int:

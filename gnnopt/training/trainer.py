@@ -73,6 +73,13 @@ def make_optimizee(task: Task, data: Dataset, seed: int, graph_options: dict[str
     return Optimizee(model, names, [p.detach() for _, p in named], graph.to(device), stream)
 
 
+def episode_task(tasks: list[Task], seed: int) -> Task:
+    """The task an episode trains: one of ``tasks``, drawn from its seed."""
+    if len(tasks) == 1:
+        return tasks[0]
+    return tasks[int(torch.randint(len(tasks), (), generator=torch.Generator().manual_seed(seed + 2)))]
+
+
 def episode_length(cfg: TrainConfig, outer_step: int, seed: int) -> int:
     """``inner_steps``, or after ``random_inner_steps_after`` a length drawn from the range."""
     if cfg.random_inner_steps_after is None or outer_step < cfg.random_inner_steps_after:
@@ -98,12 +105,13 @@ class Episode:
     momenta: list[Tensor]
     rule_state: dict[str, Tensor] | None
     done: int = 0
+    task: str = ""
 
     @classmethod
-    def start(cls, rule: UpdateRule, optimizee: Optimizee, seed: int, length: int) -> Episode:
+    def start(cls, rule: UpdateRule, optimizee: Optimizee, seed: int, length: int, task: str = "") -> Episode:
         params = optimizee.params
         return cls(optimizee, seed, length, params, [init_momenta(p) for p in params],
-                   rule.init_state(optimizee.graph, params[0].device))
+                   rule.init_state(optimizee.graph, params[0].device), task=task)
 
     @property
     def finished(self) -> bool:
@@ -182,7 +190,11 @@ class MetaTrainer:
         self.out = Path(out_dir)
         self.dist = DistContext.from_env(device)
         self.device = self.dist.device
-        self.task = get_task(cfg.task)
+        self.tasks = [get_task(name) for name in cfg.task_names]
+        self.task = self.tasks[0]  # validation and model selection run on the first task
+        if len({task.dataset for task in self.tasks}) > 1:
+            raise ValueError(f"Invalid task {cfg.task!r}: the tasks of one run must share a data set, "
+                             f"got {', '.join(f'{t.name} ({t.dataset})' for t in self.tasks)}")
         self.data = data if data is not None else load_dataset(
             self.task.dataset, data_dir, device=self.device, embedded=cfg.embedded)
         # the test split stays where it is: meta-training never reads it
@@ -223,7 +235,7 @@ class MetaTrainer:
         start = time.perf_counter()
         self.rule.train()
         self.meta_opt.zero_grad(set_to_none=False)
-        losses, lengths, positions = [], [], []
+        losses, lengths, positions, tasks = [], [], [], []
         weight = 1.0 / (cfg.meta_batch_size * self.dist.world_size)
         for e in range(cfg.meta_batch_size):
             ep = self.episodes[e]
@@ -231,6 +243,7 @@ class MetaTrainer:
                 ep = self.episodes[e] = self._new_episode(e, first=ep is None)
             steps = min(cfg.segment_steps or ep.length, ep.length - ep.done)
             positions.append(ep.done)
+            tasks.append(ep.task)
             losses.append(run_segment(self.rule, ep, cfg, steps, weight))
             lengths.append(steps)
             if cfg.segment_steps is None:
@@ -251,6 +264,7 @@ class MetaTrainer:
             "meta_loss": self.dist.mean(sum(losses) / len(losses)),
             "inner_steps": lengths,
             **({"episode_step": positions} if cfg.segment_steps else {}),
+            **({"task": tasks} if len(self.tasks) > 1 else {}),
             "grad_norm": grad_norm,
             "skipped": not finite,
             "lr": lr,
@@ -277,8 +291,8 @@ class MetaTrainer:
             tensors[f"{e}.generator"] = stream.generator.get_state()
             if stream._perm is not None:
                 tensors[f"{e}.perm"] = stream._perm
-            info.append({"seed": ep.seed, "length": ep.length, "done": ep.done, "epoch": stream.epoch,
-                         "pos": stream._pos, "rule_state": ep.rule_state is not None})
+            info.append({"seed": ep.seed, "task": ep.task, "length": ep.length, "done": ep.done,
+                         "epoch": stream.epoch, "pos": stream._pos, "rule_state": ep.rule_state is not None})
         return tensors, info
 
     def _restore_episodes(self, tensors: dict[str, Tensor], info: list[dict[str, Any] | None] | None) -> None:
@@ -289,14 +303,15 @@ class MetaTrainer:
         for e, item in enumerate(info):
             if item is None:
                 continue
-            optimizee = make_optimizee(self.task, self.data, item["seed"], self.rule.graph_options, self.device)
+            task = get_task(item.get("task") or self.task.name)
+            optimizee = make_optimizee(task, self.data, item["seed"], self.rule.graph_options, self.device)
             n = len(optimizee.params)
             ep = Episode(optimizee, item["seed"], item["length"],
                          [tensors[f"{e}.param.{i}"] for i in range(n)],
                          [tensors[f"{e}.momenta.{i}"] for i in range(n)],
                          {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{e}.rule_state.")}
                          if item["rule_state"] else None,
-                         item["done"])
+                         item["done"], task.name)
             stream = optimizee.stream
             stream.generator.set_state(tensors[f"{e}.generator"].cpu())
             stream.epoch, stream._pos = item["epoch"], item["pos"]
@@ -308,11 +323,12 @@ class MetaTrainer:
         persistent episodes, the first ones of a meta-batch end at staggered lengths."""
         cfg = self.cfg
         seed = episode_seed(cfg.seed, self.step, slot, self.dist.rank)
-        optimizee = make_optimizee(self.task, self.data, seed, self.rule.graph_options, self.device)
+        task = episode_task(self.tasks, seed)
+        optimizee = make_optimizee(task, self.data, seed, self.rule.graph_options, self.device)
         length = episode_length(cfg, self.step, seed)
         if first and cfg.segment_steps is not None:
             length = max(1, length * (slot + 1) // cfg.meta_batch_size)
-        return Episode.start(self.rule, optimizee, seed, length)
+        return Episode.start(self.rule, optimizee, seed, length, task.name)
 
     def validate(self) -> dict[str, float]:
         """Run the rule on ``eval_seeds`` fixed fresh optimizees; mean validation loss/accuracy."""
