@@ -36,13 +36,15 @@ def parse_ints(text: str) -> list[int]:
 
 
 def add_common_args(p: argparse.ArgumentParser, out: str) -> None:
-    """``--rule`` (repeatable), ``--steps``, ``--seeds``, ``--out``, ``--device``."""
+    """``--rule`` (repeatable), ``--steps``, ``--seeds``, ``--out``, ``--device``, ``--no-baseline``."""
     p.add_argument("--rule", action="append", default=[], metavar="NAME_OR_DIR",
                    help="bundled name, checkpoint directory or Hub repo id (repeatable; default: all bundled)")
     p.add_argument("--steps", type=int, default=None, help="default 1000 (10 for the smoke run)")
     p.add_argument("--seeds", type=parse_ints, default=None, help="default 101-105 (101-102 for the smoke run)")
     p.add_argument("--out", type=Path, default=Path(out))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip tuned Adam (to add a rule to a table whose Adam rows were measured before)")
 
 
 def settings(p: argparse.ArgumentParser, args: argparse.Namespace, smoke: bool) -> dict:
@@ -130,6 +132,6 @@ def cifar10_main(argv, *, doc: str, tasks: dict[int, str], axis: str, script: st
         except FileNotFoundError as err:  # its message says where to get CIFAR-10
             print(f"error: {err}", file=sys.stderr)
             return 2
-    run_sweep([tasks[k] for k in picked], rules, baseline="adam", data=data, out=args.out, note=note,
+    run_sweep([tasks[k] for k in picked], rules, baseline=None if args.no_baseline else "adam", data=data, out=args.out, note=note,
               command=command_line(script, argv), **chosen)
     return 0

@@ -11,6 +11,7 @@ run behind the README's generalization table.
 
     python examples/fmnist_generalization.py --sweep both --out results/fmnist-generalization
     python examples/fmnist_generalization.py --rule pna-fmnist17 --rule runs/ff/best --sweep width --widths 8,128
+    python examples/fmnist_generalization.py --rule runs/new/best --no-baseline --sweep depth --depths 1   # rules only
     python examples/fmnist_generalization.py --smoke --rule runs/pna/best --out /tmp/fmnist-smoke   # not a result
 
 Data: ``--data-dir``, ``GNNOPT_DATA`` or Debian's ``dataset-fashion-mnist`` package
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         print(note.upper())
     tasks = [WIDTHS[w] for w in args.widths] if args.sweep in ("width", "both") else []
     tasks += [DEPTHS[d] for d in args.depths] if args.sweep in ("depth", "both") else []
-    run_sweep(tasks, rules, baseline="adam", data=data, out=args.out, note=note,
+    run_sweep(tasks, rules, baseline=None if args.no_baseline else "adam", data=data, out=args.out, note=note,
               command=command_line("fmnist_generalization.py", argv), **chosen)
     return 0
 

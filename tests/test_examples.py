@@ -101,6 +101,16 @@ def test_fmnist_generalization_smoke_on_the_embedded_subset(tmp_path, rule_dir, 
     assert "embedded subset" in rows[0]["data"]
 
 
+def test_no_baseline_evaluates_only_the_rules(tmp_path, rule_dir):
+    out = tmp_path / "rules-only"
+    code = load_example("fmnist_generalization").main(["--smoke", "--rule", str(rule_dir), "--sweep", "depth",
+                                                       "--depths", "1", "--steps", "3", "--no-baseline",
+                                                       "--out", str(out)])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == [rule_dir.name]
+
+
 def test_a_layout_with_two_names_is_trained_once(tmp_path, rule_dir):
     sweep = load_example("_sweep")
     from gnnopt.data import load_dataset
