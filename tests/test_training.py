@@ -245,7 +245,7 @@ def test_resume_mid_episode_is_exact(tmp_path, data, rule):
 
 def test_several_tasks_share_the_episodes(tmp_path, data):
     """A comma-separated --task trains each episode on one of the tasks (seeded, so a resumed
-    run draws the same ones); validation runs on the first; mixed data sets are refused."""
+    run draws the same ones); selection averages over all of them; mixed data sets are refused."""
     cfg = TrainConfig(task="fmnist17,fmnist17-w8,fmnist17-d1", rule="ff", objective="tbptt", unroll=2,
                       inner_steps=4, segment_steps=2, outer_steps=12, eval_every=100, embedded=True)
     trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
@@ -255,7 +255,9 @@ def test_several_tasks_share_the_episodes(tmp_path, data):
     assert all(drawn[i] == drawn[i + 1] for i in range(0, 12, 2))  # an episode keeps its task
     shapes = [p.shape for p in get_task(drawn[-1]).build_model().parameters()]
     assert [p.shape for p in trainer.episodes[0].params] == shapes  # the drawn task's network
-    assert trainer.task.name == "fmnist17"
+    val = trainer._select()
+    assert set(val["val_acc_by_task"]) == {"fmnist17", "fmnist17-w8", "fmnist17-d1"}
+    assert val["val_acc"] == pytest.approx(sum(val["val_acc_by_task"].values()) / 3)
     with pytest.raises(ValueError, match="share a data set"):
         MetaTrainer(TrainConfig(task="fmnist17,cifar10-cnn", rule="ff", embedded=True), tmp_path / "mixed",
                     data=data, progress=False)

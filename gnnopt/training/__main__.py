@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gnnopt.training", description="Meta-train a learned update rule.")
     p.add_argument("--task", default=d.task,
                    help="a task, or several comma-separated ones on one data set (each episode draws one; "
-                   "validation uses the first)")
+                   "selection averages their validation accuracies)")
     p.add_argument("--rule", default=d.rule, help="ff, lstm, pna, rt or pna_lstm")
     p.add_argument("--hidden", type=int, default=None, help="rule hidden size (default: paper configuration)")
     p.add_argument("--layers", type=int, default=None, help="rule layers (default: paper configuration)")

@@ -27,7 +27,7 @@ class TrainConfig:
 
     ``task`` is one task name, or several comma-separated ones on the same data set (e.g.
     ``"fmnist17,fmnist17-w8,fmnist17-d1"``): each episode then trains one of them, drawn from
-    its seed, and validation runs on the first.
+    its seed, and model selection averages the validation accuracy over all of them.
 
     ``segment_steps`` (when set) makes episodes persist across outer steps: each outer step
     advances every episode by at most ``segment_steps`` inner steps and meta-updates on

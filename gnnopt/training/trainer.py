@@ -191,7 +191,7 @@ class MetaTrainer:
         self.dist = DistContext.from_env(device)
         self.device = self.dist.device
         self.tasks = [get_task(name) for name in cfg.task_names]
-        self.task = self.tasks[0]  # validation and model selection run on the first task
+        self.task = self.tasks[0]
         if len({task.dataset for task in self.tasks}) > 1:
             raise ValueError(f"Invalid task {cfg.task!r}: the tasks of one run must share a data set, "
                              f"got {', '.join(f'{t.name} ({t.dataset})' for t in self.tasks)}")
@@ -330,17 +330,24 @@ class MetaTrainer:
             length = max(1, length * (slot + 1) // cfg.meta_batch_size)
         return Episode.start(self.rule, optimizee, seed, length, task.name)
 
-    def validate(self) -> dict[str, float]:
-        """Run the rule on ``eval_seeds`` fixed fresh optimizees; mean validation loss/accuracy."""
+    def validate(self) -> dict[str, Any]:
+        """Run the rule on ``eval_seeds`` fixed fresh optimizees of every task of the run; mean
+        validation loss/accuracy (and, with several tasks, the accuracy of each)."""
         from ..eval import run_learned_episode
 
         self.rule.eval()
-        runs = [
-            run_learned_episode(self.rule, self.task, self.data, steps=self.cfg.selection_steps,
-                                seed=episode_seed(self.cfg.seed, 0, 0, 0) + 12_345 + i, split="val")
-            for i in range(self.cfg.eval_seeds)
-        ]
-        return {key: sum(run[key] for run in runs) / len(runs) for key in ("loss", "accuracy")}
+        by_task = {}
+        for task in self.tasks:
+            runs = [
+                run_learned_episode(self.rule, task, self.data, steps=self.cfg.selection_steps,
+                                    seed=episode_seed(self.cfg.seed, 0, 0, 0) + 12_345 + i, split="val")
+                for i in range(self.cfg.eval_seeds)
+            ]
+            by_task[task.name] = {key: sum(run[key] for run in runs) / len(runs) for key in ("loss", "accuracy")}
+        result = {key: sum(v[key] for v in by_task.values()) / len(by_task) for key in ("loss", "accuracy")}
+        if len(by_task) > 1:
+            result["by_task"] = {name: v["accuracy"] for name, v in by_task.items()}
+        return result
 
     def train(self) -> UpdateRule:
         cfg = self.cfg
@@ -378,6 +385,7 @@ class MetaTrainer:
         start = time.perf_counter()
         val = self.validate()
         record = {"val_loss": val["loss"], "val_acc": val["accuracy"],
+                  **({"val_acc_by_task": val["by_task"]} if "by_task" in val else {}),
                   "val_seconds": round(time.perf_counter() - start, 3)}
         if self.best is None or val["accuracy"] > self.best["val_acc"]:
             self.best = {"step": self.step, **record}
