@@ -284,15 +284,15 @@ class MetaTrainer:
             if ep is None:
                 info.append(None)
                 continue
-            stream = ep.optimizee.stream
+            stream = ep.optimizee.stream.state_dict()
             tensors.update({f"{e}.param.{i}": p for i, p in enumerate(ep.params)})
             tensors.update({f"{e}.momenta.{i}": m for i, m in enumerate(ep.momenta)})
             tensors.update({f"{e}.rule_state.{k}": v for k, v in (ep.rule_state or {}).items()})
-            tensors[f"{e}.generator"] = stream.generator.get_state()
-            if stream._perm is not None:
-                tensors[f"{e}.perm"] = stream._perm
+            tensors[f"{e}.generator"] = stream["generator"]
+            if stream["perm"] is not None:
+                tensors[f"{e}.perm"] = stream["perm"]
             info.append({"seed": ep.seed, "task": ep.task, "length": ep.length, "done": ep.done,
-                         "epoch": stream.epoch, "pos": stream._pos, "rule_state": ep.rule_state is not None})
+                         "epoch": stream["epoch"], "pos": stream["pos"], "rule_state": ep.rule_state is not None})
         return tensors, info
 
     def _restore_episodes(self, tensors: dict[str, Tensor], info: list[dict[str, Any] | None] | None) -> None:
@@ -312,10 +312,8 @@ class MetaTrainer:
                          {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{e}.rule_state.")}
                          if item["rule_state"] else None,
                          item["done"], task.name)
-            stream = optimizee.stream
-            stream.generator.set_state(tensors[f"{e}.generator"].cpu())
-            stream.epoch, stream._pos = item["epoch"], item["pos"]
-            stream._perm = tensors.get(f"{e}.perm")
+            optimizee.stream.load_state_dict({"generator": tensors[f"{e}.generator"].cpu(), "epoch": item["epoch"],
+                                              "perm": tensors.get(f"{e}.perm"), "pos": item["pos"]})
             self.episodes[e] = ep
 
     def _new_episode(self, slot: int, first: bool) -> Episode:
