@@ -132,6 +132,6 @@ def cifar10_main(argv, *, doc: str, tasks: dict[int, str], axis: str, script: st
         except FileNotFoundError as err:  # its message says where to get CIFAR-10
             print(f"error: {err}", file=sys.stderr)
             return 2
-    run_sweep([tasks[k] for k in picked], rules, baseline=None if args.no_baseline else "adam", data=data, out=args.out, note=note,
-              command=command_line(script, argv), **chosen)
+    run_sweep([tasks[k] for k in picked], rules, baseline=None if args.no_baseline else "adam", data=data,
+              out=args.out, note=note, command=command_line(script, argv), **chosen)
     return 0
