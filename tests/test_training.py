@@ -227,7 +227,8 @@ def test_resume_mid_episode_is_exact(tmp_path, data, rule):
     config = {"hidden": 8, "layers": 1} if rule == "pna_lstm" else {"hidden": 8}
     tasks = "fmnist17" if rule == "pna_lstm" else "fmnist17,fmnist17-w8"
     cfg = TrainConfig(task=tasks, rule=rule, rule_config=config, objective="tbptt", unroll=2, inner_steps=9,
-                      segment_steps=4, meta_batch_size=2, outer_steps=6, eval_every=3, save_every=100, embedded=True, lr=1e-3)
+                      segment_steps=4, meta_batch_size=2, outer_steps=6, eval_every=3, save_every=100,
+                      embedded=True, lr=1e-3)
     full = meta_train(cfg, tmp_path / "full", data=data, progress=False)
     first = MetaTrainer(cfg, tmp_path / "split", data=data, progress=False)
     checkpoint.write_checkpoint(first.out, first.rule, cfg, 0)
