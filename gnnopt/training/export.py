@@ -27,7 +27,7 @@ def lineage(run: Path) -> list[dict[str, Any]]:
 
     Each entry: ``run`` (path), ``step`` (the selected outer step), ``last_step`` (where the
     run stopped), ``planned`` (its ``outer_steps``), ``selection``, ``seconds`` (wall clock of
-    outer steps and validations up to the selected step) and ``timed_validation``.
+    outer steps and validations up to the selected step), ``timed_validation`` and ``tasks``.
     """
     chain, seen = [], set()
     todo = [run / "best"]
@@ -45,7 +45,8 @@ def lineage(run: Path) -> list[dict[str, Any]]:
         training = config.get("training", {})
         chain.append({"run": best.parent, "step": step, "last_step": every[-1]["step"] if every else step,
                       "planned": training.get("outer_steps"), "selection": selection, "seconds": seconds,
-                      "timed_validation": any("val_seconds" in r for r in records)})
+                      "timed_validation": any("val_seconds" in r for r in records),
+                      "tasks": [t.strip() for t in training.get("task", "").split(",") if t.strip()]})
         todo += [Path(training[k]) for k in ("init", "init_head") if training.get(k)]
     return chain
 
@@ -98,13 +99,15 @@ def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str) -> st
                      f"{c['last_step']} ({c['planned']} planned){val}; "
                      f"{c['seconds'] / 60:.0f} min up to that step{note}")
     weights = sum(p.numel() for p in rule.parameters())
+    tasks = sorted({t for c in chain for t in c["tasks"]}, key=lambda t: (t != "fmnist17", t))
+    trained_on = f"{', '.join(tasks)} (FashionMNIST)" if tasks else "FashionMNIST"
     findings = "\n".join(f"- {line}" for line in summarize(eval_dirs, {f"{run.name}/best", name, str(run / "best")}))
     return f"""---
 library_name: gnnopt
 tags: [learned-optimizer, gnnopt]
 ---
 
-# `{name}`: a gnnopt `{rule.name}` rule meta-trained on task 17 (FashionMNIST)
+# `{name}`: a gnnopt `{rule.name}` rule meta-trained on {trained_on}
 
 {weights:,} weights. Use it in place of Adam:
 
