@@ -1,7 +1,8 @@
 """Ship a meta-training run's selected rule as a bundled checkpoint with a model card.
 
-    python -m gnnopt.training.export training/pna-fmnist17 --eval training/eval-fmnist17 \
-        --eval training/pna-fmnist17/eval-5000 --hardware "a 2-core AMD EPYC cloud VM, CPU only"
+    python -m gnnopt.training.export training/pna-multi-fmnist17 --name pna-fmnist17 \
+        --eval training/pna-multi-fmnist17/eval-1000 --eval training/pna-multi-fmnist17/eval-5000 \
+        --hardware "a 2-core AMD EPYC cloud VM, CPU only"
 
 copies ``<run>/best/`` to ``pretrained/<name>/`` (``config.json``, ``model.safetensors``)
 and writes its ``README.md`` from files only: the recipe (``<run>/recipe.sh``), the
