@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Long-horizon fine-tuning of pna-fmnist17 (stage 2). The stage-1 rule, meta-trained on
-# 150-300-step episodes, declines after ~2,000 steps (training/pna-fmnist17/eval-5000). Here
+# Stage 2 of pna-fmnist17: long-horizon fine-tuning of stage 1 (training/pna-fmnist17), which,
+# meta-trained on 150-300-step episodes, declines after ~2,000 steps (its eval-5000/). Here
 # episodes last 1,000-5,000 steps (2,000 x U(0.5, 2.5)) and persist across outer steps: each
 # outer step runs one 20-step segment (one second-order truncation) and meta-updates on it,
 # so the rule sees every stage of a long run. Selection: one 3,000-step validation episode.

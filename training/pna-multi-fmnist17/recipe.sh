@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Stage 3 of pna-fmnist17: the long-horizon rule (training/pna-long-fmnist17) fine-tuned on
-# task 17 and three smaller FashionMNIST CNNs (width 8, depth 1 and 2), on which the earlier
-# rules lost to tuned Adam. Two persistent episodes (500-2,500 steps, each on a task drawn
+# Stage 3 of pna-fmnist17, the stage that is bundled: the long-horizon rule
+# (training/pna-long-fmnist17) fine-tuned on task 17 and three smaller FashionMNIST CNNs
+# (width 8, depth 1 and 2), on which stage 1 lost to or tied tuned Adam. Two persistent episodes (500-2,500 steps, each on a task drawn
 # from its seed) advance 20 steps per outer step; selection averages one 2,000-step
 # validation episode per task. Run from the repository root; `--resume` continues.
 set -euo pipefail
