@@ -303,7 +303,7 @@ class MetaTrainer:
         for e, item in enumerate(info):
             if item is None:
                 continue
-            task = get_task(item.get("task") or self.task.name)
+            task = get_task(item["task"])
             optimizee = make_optimizee(task, self.data, item["seed"], self.rule.graph_options, self.device)
             n = len(optimizee.params)
             ep = Episode(optimizee, item["seed"], item["length"],
