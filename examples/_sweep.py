@@ -17,6 +17,7 @@ from gnnopt.data import Dataset
 from gnnopt.eval import compare, format_table, rule_labels, write_outputs
 from gnnopt.hub import load_rule
 from gnnopt.rules import UpdateRule
+from gnnopt.runtime import keep_freed_memory
 
 #: the line that marks every output measured on data that cannot give a result
 NOT_A_RESULT = "not a result"
@@ -86,6 +87,7 @@ def run_sweep(tasks: Sequence[str], rules: Mapping[str, UpdateRule] | Sequence[s
     """Evaluate each rule and the tuned ``baseline`` on each task (:func:`gnnopt.eval.compare`),
     write ``out`` and return the rows. ``note`` (e.g. "synthetic data: not a result") heads
     ``results.md`` and is added to every row."""
+    keep_freed_memory()
     if not isinstance(rules, Mapping):
         rules = {label: load_rule(name) for label, name in rule_labels(rules).items()}
     loaded = {label: rule.to(data.train.device) for label, rule in rules.items()}

@@ -18,6 +18,7 @@ from .data import load_dataset
 from .eval import plot_curves, rule_labels, train_optimizee
 from .hub import list_pretrained, load_rule
 from .optimizer import GNNOptimizer
+from .runtime import keep_freed_memory
 from .tasks import get_task
 
 PREFERRED = "pna-fmnist17"
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
         return 2
     from tqdm.auto import tqdm
 
+    keep_freed_memory()
     task = get_task("fmnist17")
     data = load_dataset("fmnist", embedded=True, device=args.device)
     rule = load_rule(name).to(args.device)

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from .baselines import DEFAULT_LR_GRIDS, list_baselines, make_baseline
 from .data import BatchStream, Dataset, evaluate, load_dataset
+from .runtime import keep_freed_memory
 from .tasks import Task, get_task
 
 DEFAULT_SEEDS = (101, 102, 103, 104, 105)
@@ -235,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.steps < 1 or args.record_every < 1 or args.tune_seeds < 1:
         print("error: --steps, --record-every and --tune-seeds must be positive", file=sys.stderr)
         return 2
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     from .hub import load_rule

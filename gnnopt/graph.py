@@ -50,6 +50,7 @@ class NeuralGraph:
             zero row])``; tensor_index: ``[P]`` parameter tensor of every element.
         message_pairs: ``[2E, 2]`` (target, ``N`` + source) of every directed edge: its two
             rows in a ``[2N, H]`` table of per-target and per-source node projections.
+        in_degree: ``[N]`` directed edges into each node (the number of messages it gets).
         edge_blocks: one ``(first edge, edges, first element, kh, kw)`` per layer; the
             ``kh * kw`` elements of each of its edges are consecutive.
     """
@@ -71,6 +72,7 @@ class NeuralGraph:
     readout_index: Tensor
     tensor_index: Tensor
     message_pairs: Tensor
+    in_degree: Tensor
     edge_blocks: tuple[tuple[int, int, int, int, int], ...]
 
     @property
@@ -360,6 +362,7 @@ def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGrap
         readout_index=readout,
         tensor_index=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)),
         message_pairs=message_pairs(edge_index, num_nodes),
+        in_degree=torch.bincount(edge_index[1], minlength=num_nodes),
         edge_blocks=tuple(blocks),
     )
 

@@ -332,3 +332,44 @@ def test_torchrun_two_processes_end_identical(tmp_path):
     w1 = load_file(tmp_path / "rank1.safetensors")
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
     assert len(read_metrics(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("objective", ["greedy", "tbptt"])
+def test_pipelined_backward_gives_the_sequential_gradient(tmp_path, data, objective):
+    """Running each backward beside the next forward (two threads) accumulates the same
+    meta-gradient and meta-loss as running them one after the other, and leaves the
+    thread count as it found it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 2, "head_hidden": 8}, objective=objective,
+                          unroll=3, inner_steps=6, embedded=True)
+        trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
+        results = []
+        for pipeline in (False, True):
+            trainer.meta_opt.zero_grad()
+            optimizee = make_optimizee(trainer.task, data, 5, trainer.rule.graph_options, "cpu")
+            loss = run_episode(trainer.rule, optimizee, cfg, 6, 1.0, pipeline=pipeline)
+            assert torch.get_num_threads() == 2
+            results.append((loss, torch.cat([p.grad.flatten() for p in trainer.rule.parameters()])))
+        (loss, grad), (piped_loss, piped_grad) = results
+        assert piped_loss == pytest.approx(loss, rel=1e-5)
+        torch.testing.assert_close(piped_grad, grad, rtol=1e-4, atol=1e-7)
+        assert grad.abs().sum() > 0
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_pipeline_reraises_a_failed_backward():
+    from gnnopt.training.trainer import BackwardPipeline
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="does not require grad"):
+            with BackwardPipeline("cpu") as backward:
+                assert backward.enabled and torch.get_num_threads() == 1
+                backward(torch.ones(()))  # no graph to back-propagate through
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

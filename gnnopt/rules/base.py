@@ -43,6 +43,11 @@ class UpdateRule(nn.Module):
     defaults: ClassVar[dict[str, Any]]
     #: whether the rule carries a state across optimizer steps (see ``pna_lstm``)
     stateful: ClassVar[bool] = False
+    #: whether meta-training on a multi-core CPU should run each backward beside the next
+    #: forward (:class:`gnnopt.training.trainer.BackwardPipeline`): worth it only when the
+    #: rule's backward is about as long as the rest of an inner step, as
+    #: ``benchmarks/meta_train_throughput.py`` measures (pna: yes; ff, lstm, rt: slower)
+    pipeline_backward: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         super().__init__()

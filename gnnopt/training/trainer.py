@@ -20,6 +20,7 @@ import json
 import math
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,58 +119,116 @@ class Episode:
         return self.done >= self.length
 
 
-def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float) -> float:
+def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float, *,
+                pipeline: bool | None = None) -> float:
     """Advance ``ep`` by ``steps`` inner steps, back-propagating ``weight *`` their mean
-    meta-loss into the rule's ``.grad``. Returns that mean meta-loss (a float, for logging)."""
+    meta-loss into the rule's ``.grad``. Returns that mean meta-loss (a float, for logging).
+
+    With ``pipeline`` (default: the rule's ``pipeline_backward``) and a CPU with two or more
+    threads, each backward runs beside the next forward (:class:`BackwardPipeline`); the
+    gradients are the same up to float rounding.
+    """
     opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
     total, count = 0.0, 0
+    pipeline = rule.pipeline_backward if pipeline is None else pipeline
     if cfg.objective == "greedy":
-        for _ in range(steps):
-            batch = opt.stream.next()
-            leaves = [p.requires_grad_() for p in params]
-            grads = torch.autograd.grad(opt.loss(leaves, batch), leaves)
-            result = learned_update(rule, opt.graph, params, grads, momenta, state)
-            new = [p.detach() + u for p, u in zip(params, result.updates)]
-            meta = opt.loss(new, batch)
-            (meta * (weight / steps)).backward()
-            total, count = total + meta.item(), count + 1
-            params = [p.detach() for p in new]
-            momenta = result.momenta
-            state = _detach(result.rule_state)
+        with BackwardPipeline(params[0].device, enabled=pipeline) as backward:
+            for _ in range(steps):
+                batch = opt.stream.next()
+                leaves = [p.requires_grad_() for p in params]
+                grads = torch.autograd.grad(opt.loss(leaves, batch), leaves)
+                result = learned_update(rule, opt.graph, params, grads, momenta, state)
+                new = [p.detach() + u for p, u in zip(params, result.updates)]
+                meta = opt.loss(new, batch)
+                backward(meta * (weight / steps))
+                total, count = total + meta.item(), count + 1
+                params = [p.detach() for p in new]
+                momenta = result.momenta
+                state = _detach(result.rule_state)
     else:  # tbptt: truncations of `unroll` steps; each step's loss is on its next batch
         done = 0
         batch = opt.stream.next()
-        while done < steps:
-            length = min(cfg.unroll, steps - done)
-            current = [p.detach().requires_grad_() for p in params]
-            metas = []
-            for t in range(length):
-                loss = opt.loss(current, batch)
-                if t > 0:
-                    metas.append(loss)  # loss of the previous update, measured on a new batch
-                grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
-                                            create_graph=cfg.second_order)
-                result = learned_update(rule, opt.graph, current, grads, momenta, state,
-                                        second_order=cfg.second_order)
-                current = [p + u for p, u in zip(current, result.updates)]
-                momenta, state = result.momenta, result.rule_state
-                batch = opt.stream.next()
-            metas.append(opt.loss(current, batch))
-            meta = torch.stack(metas).mean()
-            (meta * (weight * length / steps)).backward()
-            total, count = total + meta.item() * length, count + length
-            params = [p.detach() for p in current]
-            momenta = [m.detach() for m in momenta]
-            state = _detach(state)
-            done += length
+        with BackwardPipeline(params[0].device, enabled=pipeline) as backward:
+            while done < steps:
+                length = min(cfg.unroll, steps - done)
+                current = [p.detach().requires_grad_() for p in params]
+                metas = []
+                for t in range(length):
+                    loss = opt.loss(current, batch)
+                    if t > 0:
+                        metas.append(loss)  # loss of the previous update, measured on a new batch
+                    grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
+                                                create_graph=cfg.second_order)
+                    result = learned_update(rule, opt.graph, current, grads, momenta, state,
+                                            second_order=cfg.second_order)
+                    current = [p + u for p, u in zip(current, result.updates)]
+                    momenta, state = result.momenta, result.rule_state
+                    batch = opt.stream.next()
+                metas.append(opt.loss(current, batch))
+                meta = torch.stack(metas).mean()
+                backward(meta * (weight * length / steps))
+                total, count = total + meta.item() * length, count + length
+                params = [p.detach() for p in current]
+                momenta = [m.detach() for m in momenta]
+                state = _detach(state)
+                done += length
     ep.params, ep.momenta, ep.rule_state = [p.detach() for p in params], [m.detach() for m in momenta], state
     ep.done += steps
     return total / max(count, 1)
 
 
-def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float) -> float:
+def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float, *,
+                pipeline: bool | None = None) -> float:
     """Run one whole ``steps``-step episode on a fresh ``opt`` (see :func:`run_segment`)."""
-    return run_segment(rule, Episode.start(rule, opt, 0, steps), cfg, steps, weight)
+    return run_segment(rule, Episode.start(rule, opt, 0, steps), cfg, steps, weight, pipeline=pipeline)
+
+
+class BackwardPipeline:
+    """Runs each meta-loss's backward on a second thread while the next forward goes on.
+
+    An inner step's backward through the rule only accumulates into the rule's ``.grad``;
+    the next inner step's forward needs the updated parameters, not that gradient. So on a
+    CPU with two or more intra-op threads, the backward of step t runs beside the forward
+    of step t + 1, each with half of the threads: on task 17 the two halves take about as
+    long as each other, and a step about as long as the longer one. Backwards still run one
+    at a time and in order, so ``.grad`` accumulates exactly as it would without the
+    pipeline. Elsewhere (CUDA, where kernels already run asynchronously, or one thread) and
+    with ``enabled=False`` it calls ``backward()`` in place.
+
+    Use as a context manager; call the instance with each loss. Leaving the block waits for
+    the last backward and re-raises any error from the worker.
+    """
+
+    def __init__(self, device: torch.device, *, enabled: bool = True) -> None:
+        self.threads = torch.get_num_threads()
+        self.enabled = enabled and torch.device(device).type == "cpu" and self.threads >= 2
+        self._pending: Future | None = None
+
+    def __enter__(self) -> BackwardPipeline:
+        if self.enabled:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnnopt-backward")
+            torch.set_num_threads(self.threads // 2)
+        return self
+
+    def __call__(self, loss: Tensor) -> None:
+        if not self.enabled:
+            loss.backward()
+            return
+        self._wait()  # one graph in flight at most, and backwards in order
+        self._pending = self._pool.submit(loss.backward)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises the backward's exception here
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            try:
+                self._wait()
+            finally:
+                self._pool.shutdown(wait=True)
+                torch.set_num_threads(self.threads)
 
 
 def _detach(state):
@@ -185,8 +244,10 @@ class MetaTrainer:
     """
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, device: str | torch.device = "cpu",
-                 data_dir: str | None = None, data: Dataset | None = None, progress: bool = True) -> None:
+                 data_dir: str | None = None, data: Dataset | None = None, progress: bool = True,
+                 pipeline: bool | None = None) -> None:
         self.cfg = cfg
+        self.pipeline = pipeline
         self.out = Path(out_dir)
         self.dist = DistContext.from_env(device)
         self.device = self.dist.device
@@ -244,7 +305,7 @@ class MetaTrainer:
             steps = min(cfg.segment_steps or ep.length, ep.length - ep.done)
             positions.append(ep.done)
             tasks.append(ep.task)
-            losses.append(run_segment(self.rule, ep, cfg, steps, weight))
+            losses.append(run_segment(self.rule, ep, cfg, steps, weight, pipeline=self.pipeline))
             lengths.append(steps)
             if cfg.segment_steps is None:
                 self.episodes[e] = None  # a fresh episode every outer step
