@@ -4,9 +4,9 @@ For each rule (paper configuration) and objective, one run measures side by side
 * the optimizee's own forward+backward time at batch 128 (fmnist17 CNN), and
 * the time of one meta-training inner step (``gnnopt.training.trainer.run_episode``: the
   optimizee's gradient, the rule's forward + backward, and for ``greedy`` the loss of the
-  updated optimizee), averaged over short episodes, both with each backward beside the
-  next forward (``pipelined``, the default of ``python -m gnnopt.training`` with 2+ threads)
-  and one after the other (``sequential``, ``--no-pipeline``).
+  updated optimizee), averaged over short episodes; for ``greedy`` both with each backward
+  beside the next forward (``pipelined``: ``python -m gnnopt.training --pipeline on``, the
+  default for ``pna`` with 2+ threads) and one after the other (``sequential``: ``off``).
 
 Like the command-line tools, it first calls ``gnnopt.runtime.keep_freed_memory()``
 (``--default-malloc`` skips that, to see what it is worth).
@@ -61,7 +61,8 @@ def main() -> None:
             cfg = TrainConfig(rule=rule, objective=objective, inner_steps=args.episode, embedded=True)
             trainer = MetaTrainer(cfg, "/tmp/gnnopt-bench", data=data, progress=False)
             opt = make_optimizee(task, trainer.data, 0, trainer.rule.graph_options, "cpu")
-            modes = {"pipelined": True, "sequential": False}
+            # the pipeline applies to the greedy objective only (run_segment)
+            modes = {"pipelined": True, "sequential": False} if objective == "greedy" else {"sequential": False}
             for pipeline in modes.values():
                 run_episode(trainer.rule, opt, cfg, 2, 1.0, pipeline=pipeline)  # warm-up
             fwd_bwd()

@@ -124,9 +124,9 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
     """Advance ``ep`` by ``steps`` inner steps, back-propagating ``weight *`` their mean
     meta-loss into the rule's ``.grad``. Returns that mean meta-loss (a float, for logging).
 
-    With ``pipeline`` (default: the rule's ``pipeline_backward``) and a CPU with two or more
-    threads, each backward runs beside the next forward (:class:`BackwardPipeline`); the
-    gradients are the same up to float rounding.
+    With the ``greedy`` objective, ``pipeline`` (default: the rule's ``pipeline_backward``)
+    and a CPU with two or more threads, each backward runs beside the next forward
+    (:class:`BackwardPipeline`); the gradients are the same up to float rounding.
     """
     opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
     total, count = 0.0, 0
@@ -146,32 +146,32 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
                 momenta = result.momenta
                 state = _detach(result.rule_state)
     else:  # tbptt: truncations of `unroll` steps; each step's loss is on its next batch
+        # (no pipeline: a truncation's backward beside the next one's forward measured slower)
         done = 0
         batch = opt.stream.next()
-        with BackwardPipeline(params[0].device, enabled=pipeline) as backward:
-            while done < steps:
-                length = min(cfg.unroll, steps - done)
-                current = [p.detach().requires_grad_() for p in params]
-                metas = []
-                for t in range(length):
-                    loss = opt.loss(current, batch)
-                    if t > 0:
-                        metas.append(loss)  # loss of the previous update, measured on a new batch
-                    grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
-                                                create_graph=cfg.second_order)
-                    result = learned_update(rule, opt.graph, current, grads, momenta, state,
-                                            second_order=cfg.second_order)
-                    current = [p + u for p, u in zip(current, result.updates)]
-                    momenta, state = result.momenta, result.rule_state
-                    batch = opt.stream.next()
-                metas.append(opt.loss(current, batch))
-                meta = torch.stack(metas).mean()
-                backward(meta * (weight * length / steps))
-                total, count = total + meta.item() * length, count + length
-                params = [p.detach() for p in current]
-                momenta = [m.detach() for m in momenta]
-                state = _detach(state)
-                done += length
+        while done < steps:
+            length = min(cfg.unroll, steps - done)
+            current = [p.detach().requires_grad_() for p in params]
+            metas = []
+            for t in range(length):
+                loss = opt.loss(current, batch)
+                if t > 0:
+                    metas.append(loss)  # loss of the previous update, measured on a new batch
+                grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
+                                            create_graph=cfg.second_order)
+                result = learned_update(rule, opt.graph, current, grads, momenta, state,
+                                        second_order=cfg.second_order)
+                current = [p + u for p, u in zip(current, result.updates)]
+                momenta, state = result.momenta, result.rule_state
+                batch = opt.stream.next()
+            metas.append(opt.loss(current, batch))
+            meta = torch.stack(metas).mean()
+            (meta * (weight * length / steps)).backward()
+            total, count = total + meta.item() * length, count + length
+            params = [p.detach() for p in current]
+            momenta = [m.detach() for m in momenta]
+            state = _detach(state)
+            done += length
     ep.params, ep.momenta, ep.rule_state = [p.detach() for p in params], [m.detach() for m in momenta], state
     ep.done += steps
     return total / max(count, 1)
