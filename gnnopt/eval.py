@@ -5,7 +5,8 @@ a hand-designed baseline, once per seed (101-105 by default); record the train l
 the test loss/accuracy every ``--record-every`` steps; report mean +- std of the final
 test accuracy. A baseline's learning rate is tuned on the *validation* split over a grid
 unless ``--lr`` is given. Outputs in ``--out``: ``curves.csv``, ``results.md``,
-``results.json`` and, with matplotlib installed, ``curves.png``.
+``results.json`` and, with matplotlib installed, ``curves.png``; every finished run is
+also kept in ``OUT/runs/``, and ``--resume`` reuses those runs after a stop.
 
     python -m gnnopt.eval --task fmnist17 --rule pna-fmnist17 --baseline adam --out results/
 """
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
+import os
 import statistics
 import sys
 import warnings
@@ -91,16 +94,72 @@ def run_learned_episode(rule, task: Task, data: Dataset, *, steps: int, seed: in
     )
 
 
+class RunStore:
+    """Finished training runs of an evaluation, one JSON file each in ``directory``.
+
+    Every run (one method, learning rate, seed, task, split and length) is written as soon
+    as it ends, atomically. With ``reuse=True`` a run whose file exists is read back
+    instead of trained again, so a sweep stopped after hours resumes where it stopped. A
+    learned rule is identified by a hash of its config and weights, not its name, so a
+    retrained rule is never mistaken for the old one.
+    """
+
+    def __init__(self, directory: str | Path, *, reuse: bool = False) -> None:
+        self.directory = Path(directory)
+        self.reuse = reuse
+        self.reused = 0
+
+    def run(self, key: Mapping[str, Any], train: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``train()``'s result for ``key`` (JSON-able), stored or read back."""
+        key = json.loads(json.dumps(key, sort_keys=True))
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        path = self.directory / f"{key['task']}-{digest}.json"
+        if self.reuse and path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key:
+                self.reused += 1
+                return stored["result"]
+        result = train()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "result": result}))
+        os.replace(tmp, path)
+        return result
+
+
+def rule_fingerprint(rule: nn.Module) -> str:
+    """A short hash of a rule's class, config and weights (what :class:`RunStore` keys on)."""
+    h = hashlib.sha256(type(rule).__name__.encode())
+    h.update(json.dumps(getattr(rule, "config", {}), sort_keys=True).encode())
+    for name, tensor in sorted(rule.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _stored(store: RunStore | None, key: dict[str, Any], train: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    return train() if store is None else store.run(key, train)
+
+
+def _run_key(task: Task, data: Dataset, method: str, *, steps: int, seed: int, split: str,
+             record_every: int | None) -> dict[str, Any]:
+    return {"task": task.name, "data": data.source, "method": method, "steps": steps, "seed": seed,
+            "split": split, "record_every": record_every}
+
+
 def tune_lr(baseline: str, task: Task, data: Dataset, *, steps: int, seeds: Sequence[int],
-            grid: Sequence[float] | None = None, progress=None) -> tuple[float, dict[float, float]]:
+            grid: Sequence[float] | None = None, progress=None,
+            store: RunStore | None = None) -> tuple[float, dict[float, float]]:
     """The grid learning rate with the best mean *validation* accuracy after ``steps``."""
     grid = list(grid or DEFAULT_LR_GRIDS[baseline])
     scores = {}
     for lr in grid:
         accs = []
         for seed in seeds:
-            result = train_optimizee(task, data, lambda m: make_baseline(baseline, m, lr), steps=steps,
-                                     seed=seed, split="val")
+            key = _run_key(task, data, f"{baseline} lr {lr!r}", steps=steps, seed=seed, split="val",
+                           record_every=None)
+            result = _stored(store, key, lambda: train_optimizee(
+                task, data, lambda m: make_baseline(baseline, m, lr), steps=steps, seed=seed, split="val"))
             accs.append(result["accuracy"])
             if progress is not None:
                 progress.update(1)
@@ -141,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also tabulate test accuracy at these recorded steps, e.g. 1000 (with --steps 5000)")
     p.add_argument("--rule-lr", type=float, default=1.0, help="lr multiplier of learned rules")
     p.add_argument("--out", type=Path, default=Path("eval-out"))
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the runs a stopped evaluation with the same --out finished (OUT/runs/)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--embedded", action="store_true", help="use the small embedded FashionMNIST subset (not for results)")
     p.add_argument("--device", default="cpu")
@@ -162,6 +223,7 @@ def compare(
     record_every: int = 50,
     rule_lr: float = 1.0,
     note: str | None = None,
+    store: RunStore | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Evaluate learned ``rules`` (by label) and tuned ``baselines`` on each task.
 
@@ -170,6 +232,7 @@ def compare(
     validation split over ``grid`` with the first ``tune_seeds`` seeds unless ``lr`` is given.
     Two names of one layout (``cifar10-cnn-w32`` and ``cifar10-cnn-d3``) are run once and
     reported under both. ``note`` (e.g. "synthetic data: not a result") is added to every row.
+    With a ``store``, every finished run is saved there (and reused if it says so).
     """
     from tqdm.auto import tqdm
 
@@ -185,8 +248,9 @@ def compare(
             curves += [{**c, "task": requested} for c in done[task.name][1]]
             continue
         task_data = data(task) if callable(data) else data
-        methods: list[tuple[str, Callable[[nn.Module], torch.optim.Optimizer], dict[str, Any]]] = [
-            (label, lambda m, r=rule: GNNOptimizer(m.named_parameters(), r, lr=rule_lr), {"lr": rule_lr})
+        methods: list[tuple[str, Callable[[nn.Module], torch.optim.Optimizer], dict[str, Any], str]] = [
+            (label, lambda m, r=rule: GNNOptimizer(m.named_parameters(), r, lr=rule_lr), {"lr": rule_lr},
+             f"rule {rule_fingerprint(rule) if store is not None else label} lr {rule_lr!r}")
             for label, rule in rules.items()
         ]
         for base in baselines:
@@ -197,18 +261,21 @@ def compare(
                 points = list(grid or DEFAULT_LR_GRIDS[base])
                 with tqdm(total=len(points) * len(tuning), desc=f"{requested}: tuning {base} lr on val") as bar:
                     chosen, scores = tune_lr(base, task, task_data, steps=steps, seeds=tuning, grid=points,
-                                             progress=bar)
+                                             progress=bar, store=store)
                 info["tuning_val_acc"] = {str(k): v for k, v in scores.items()}
             info["lr"] = chosen
-            methods.append((f"{base} (lr {chosen:g})", lambda m, b=base, l=chosen: make_baseline(b, m, l), info))
+            methods.append((f"{base} (lr {chosen:g})", lambda m, b=base, l=chosen: make_baseline(b, m, l), info,
+                            f"{base} lr {chosen!r}"))
         task_rows, task_curves = [], []
         with warnings.catch_warnings(), tqdm(total=len(methods) * len(seeds), desc=f"{requested}: evaluating") as bar:
             warnings.simplefilter("once")
-            for label, make, info in methods:
+            for label, make, info, method in methods:
                 finals = []
                 for seed in seeds:
-                    result = train_optimizee(task, task_data, make, steps=steps, seed=seed, split="test",
-                                             record_every=record_every)
+                    key = _run_key(task, task_data, method, steps=steps, seed=seed, split="test",
+                                   record_every=record_every)
+                    result = _stored(store, key, lambda: train_optimizee(
+                        task, task_data, make, steps=steps, seed=seed, split="test", record_every=record_every))
                     finals.append(result["accuracy"])
                     task_curves += [{"task": requested, "method": label, "seed": seed, **r} for r in result["curve"]]
                     bar.update(1)
@@ -258,9 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cache[task.dataset]
 
     try:
+        store = RunStore(args.out / "runs", reuse=args.resume)
         rows, curves = compare(tasks, data_for, rules, args.baseline, steps=args.steps, seeds=args.seeds,
                                tune_seeds=args.tune_seeds, lr=args.lr, record_every=args.record_every,
-                               rule_lr=args.rule_lr)
+                               rule_lr=args.rule_lr, store=store)
     except FileNotFoundError as err:  # a missing data set: the message says how to get it
         print(f"error: {err}", file=sys.stderr)
         return 2

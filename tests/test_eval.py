@@ -78,3 +78,37 @@ def test_cli_reports_accuracy_at_intermediate_steps(tmp_path):
     table = (tmp_path / "long" / "results.md").read_text()
     assert "after 10 steps (%)" in table and "after 20 steps (%)" in table
     assert eval_main([*common, "--steps", "30", "--report-steps", "15", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_cli_resume_reuses_finished_runs_and_only_those(tmp_path, monkeypatch):
+    """Every run is stored as it ends; ``--resume`` reads finished runs back (identical
+    results, no training), trains only what is missing, and never reuses a run of a rule
+    whose weights changed."""
+    import gnnopt.eval as ev
+
+    torch.manual_seed(0)
+    rule = create("ff")
+    rule.save_pretrained(tmp_path / "rule")
+    out = tmp_path / "eval"
+    args = ["--task", "fmnist17", "--rule", str(tmp_path / "rule"), "--baseline", "adam", "--steps", "10",
+            "--tune-seeds", "1", "--record-every", "5", "--embedded", "--out", str(out)]
+    assert eval_main([*args, "--seeds", "101"]) == 0
+    first = json.loads((out / "results.json").read_text())["rows"]
+    stored = sorted((out / "runs").glob("*.json"))
+    assert len(stored) == 6 + 2  # Adam's lr grid on one tuning seed, then one test run per method
+
+    calls = []
+    real = ev.train_optimizee
+    monkeypatch.setattr(ev, "train_optimizee", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k))
+    assert eval_main([*args, "--seeds", "101-102", "--resume"]) == 0
+    assert sorted(calls) == [102, 102]  # only the new seed, once per method
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["test_acc"][0] for r in rows] == [r["test_acc"][0] for r in first]
+    assert [r["lr"] for r in rows] == [r["lr"] for r in first]
+
+    with torch.no_grad():  # a retrained rule under the same name is a different method
+        next(rule.parameters()).add_(0.1)
+    rule.save_pretrained(tmp_path / "rule")
+    calls.clear()
+    assert eval_main([*args, "--seeds", "101", "--resume"]) == 0
+    assert calls == [101]  # the rule's run again; Adam's runs reused

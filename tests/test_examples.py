@@ -101,7 +101,7 @@ def test_fmnist_generalization_smoke_on_the_embedded_subset(tmp_path, rule_dir, 
     assert "embedded subset" in rows[0]["data"]
 
 
-def test_no_baseline_evaluates_only_the_rules(tmp_path, rule_dir):
+def test_no_baseline_evaluates_only_the_rules(tmp_path, rule_dir, capsys):
     out = tmp_path / "rules-only"
     code = load_example("fmnist_generalization").main(["--smoke", "--rule", str(rule_dir), "--sweep", "depth",
                                                        "--depths", "1", "--steps", "3", "--no-baseline",
@@ -109,6 +109,13 @@ def test_no_baseline_evaluates_only_the_rules(tmp_path, rule_dir):
     assert code == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == [rule_dir.name]
+    # a stopped sweep resumes: rerun with --resume, every run is read back, none retrained
+    code = load_example("fmnist_generalization").main(["--smoke", "--rule", str(rule_dir), "--sweep", "depth",
+                                                       "--depths", "1", "--steps", "3", "--no-baseline",
+                                                       "--out", str(out), "--resume"])
+    assert code == 0
+    assert "reused 2 finished runs" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["rows"][0]["test_acc"] == rows[0]["test_acc"]
 
 
 def test_a_layout_with_two_names_is_trained_once(tmp_path, rule_dir):
