@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gnnopt import list_pretrained
 from gnnopt.data import Dataset
-from gnnopt.eval import RunStore, compare, format_table, rule_labels, write_outputs
+from gnnopt.eval import DEFAULT_RULE_LR_GRID, RunStore, compare, format_table, rule_labels, write_outputs
 from gnnopt.hub import load_rule
 from gnnopt.rules import UpdateRule
 from gnnopt.runtime import keep_freed_memory
@@ -46,6 +46,8 @@ def add_common_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip tuned Adam (to add a rule to a table whose Adam rows were measured before)")
+    p.add_argument("--tune-rule-lr", action="store_true",
+                   help="tune each rule's lr multiplier on the validation split, as Adam's lr is")
     p.add_argument("--resume", action="store_true",
                    help="reuse the runs a stopped sweep with the same --out finished (OUT/runs/)")
 
@@ -86,18 +88,20 @@ def resolve_rules(requested: Sequence[str]) -> dict[str, UpdateRule] | None:
 def run_sweep(tasks: Sequence[str], rules: Mapping[str, UpdateRule] | Sequence[str], *, baseline: str | None = "adam",
               steps: int, seeds: Sequence[int], tune_seeds: int, data: Dataset, out: Path, record_every: int,
               command: str, grid: Sequence[float] | None = None, note: str | None = None,
-              resume: bool = False) -> list[dict]:
+              resume: bool = False, tune_rule_lr: bool = False) -> list[dict]:
     """Evaluate each rule and the tuned ``baseline`` on each task (:func:`gnnopt.eval.compare`),
     write ``out`` and return the rows. ``note`` (e.g. "synthetic data: not a result") heads
     ``results.md`` and is added to every row. Each finished run is kept in ``out/runs``;
-    ``resume`` reuses them."""
+    ``resume`` reuses them. ``tune_rule_lr`` tunes each rule's update multiplier on the
+    validation split (:data:`gnnopt.eval.DEFAULT_RULE_LR_GRID`)."""
     keep_freed_memory()
     if not isinstance(rules, Mapping):
         rules = {label: load_rule(name) for label, name in rule_labels(rules).items()}
     loaded = {label: rule.to(data.train.device) for label, rule in rules.items()}
     store = RunStore(out / "runs", reuse=resume)
     rows, curves = compare(tasks, data, loaded, [baseline] if baseline else [], steps=steps, seeds=seeds,
-                           tune_seeds=tune_seeds, grid=grid, record_every=record_every, note=note, store=store)
+                           tune_seeds=tune_seeds, grid=grid, record_every=record_every, note=note, store=store,
+                           rule_grid=DEFAULT_RULE_LR_GRID if tune_rule_lr else None)
     if store.reused:
         print(f"reused {store.reused} finished runs from {store.directory}")
     for row in rows:
@@ -142,5 +146,6 @@ def cifar10_main(argv, *, doc: str, tasks: dict[int, str], axis: str, script: st
             print(f"error: {err}", file=sys.stderr)
             return 2
     run_sweep([tasks[k] for k in picked], rules, baseline=None if args.no_baseline else "adam", data=data,
-              out=args.out, note=note, command=command_line(script, argv), resume=args.resume, **chosen)
+              out=args.out, note=note, command=command_line(script, argv), resume=args.resume,
+              tune_rule_lr=args.tune_rule_lr, **chosen)
     return 0

@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     tasks = [WIDTHS[w] for w in args.widths] if args.sweep in ("width", "both") else []
     tasks += [DEPTHS[d] for d in args.depths] if args.sweep in ("depth", "both") else []
     run_sweep(tasks, rules, baseline=None if args.no_baseline else "adam", data=data, out=args.out, note=note,
-              command=command_line("fmnist_generalization.py", argv), resume=args.resume, **chosen)
+              command=command_line("fmnist_generalization.py", argv), resume=args.resume,
+              tune_rule_lr=args.tune_rule_lr, **chosen)
     return 0
 
 

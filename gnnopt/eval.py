@@ -94,6 +94,10 @@ def run_learned_episode(rule, task: Task, data: Dataset, *, steps: int, seed: in
     )
 
 
+#: multipliers of a learned rule's update tried by ``--tune-rule-lr`` (1 = the rule as trained)
+DEFAULT_RULE_LR_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
 class RunStore:
     """Finished training runs of an evaluation, one JSON file each in ``directory``.
 
@@ -151,15 +155,35 @@ def tune_lr(baseline: str, task: Task, data: Dataset, *, steps: int, seeds: Sequ
             grid: Sequence[float] | None = None, progress=None,
             store: RunStore | None = None) -> tuple[float, dict[float, float]]:
     """The grid learning rate with the best mean *validation* accuracy after ``steps``."""
-    grid = list(grid or DEFAULT_LR_GRIDS[baseline])
+    return _tune(baseline, lambda lr: (lambda m: make_baseline(baseline, m, lr)), task, data, steps=steps,
+                 seeds=seeds, grid=list(grid or DEFAULT_LR_GRIDS[baseline]), progress=progress, store=store)
+
+
+def tune_rule_lr(rule, task: Task, data: Dataset, *, steps: int, seeds: Sequence[int],
+                 grid: Sequence[float] = DEFAULT_RULE_LR_GRID, progress=None,
+                 store: RunStore | None = None) -> tuple[float, dict[float, float]]:
+    """The multiplier of a learned rule's update (``GNNOptimizer(lr=...)``) with the best
+    mean *validation* accuracy after ``steps``: the same tuning Adam's learning rate gets."""
+    from .optimizer import GNNOptimizer
+
+    def make(lr: float) -> Callable[[nn.Module], torch.optim.Optimizer]:
+        return lambda m: GNNOptimizer(m.named_parameters(), rule, lr=lr)
+
+    return _tune(f"rule {rule_fingerprint(rule)}", make, task, data, steps=steps, seeds=seeds, grid=list(grid),
+                 progress=progress, store=store)
+
+
+def _tune(method: str, make: Callable[[float], Callable[[nn.Module], torch.optim.Optimizer]], task: Task,
+          data: Dataset, *, steps: int, seeds: Sequence[int], grid: list[float], progress,
+          store: RunStore | None) -> tuple[float, dict[float, float]]:
     scores = {}
     for lr in grid:
         accs = []
         for seed in seeds:
-            key = _run_key(task, data, f"{baseline} lr {lr!r}", steps=steps, seed=seed, split="val",
+            key = _run_key(task, data, f"{method} lr {lr!r}", steps=steps, seed=seed, split="val",
                            record_every=None)
-            result = _stored(store, key, lambda: train_optimizee(
-                task, data, lambda m: make_baseline(baseline, m, lr), steps=steps, seed=seed, split="val"))
+            result = _stored(store, key, lambda: train_optimizee(task, data, make(lr), steps=steps, seed=seed,
+                                                                 split="val"))
             accs.append(result["accuracy"])
             if progress is not None:
                 progress.update(1)
@@ -199,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-steps", type=_parse_seeds, default=[], metavar="STEPS",
                    help="also tabulate test accuracy at these recorded steps, e.g. 1000 (with --steps 5000)")
     p.add_argument("--rule-lr", type=float, default=1.0, help="lr multiplier of learned rules")
+    p.add_argument("--tune-rule-lr", action="store_true",
+                   help=f"tune each rule's lr multiplier on the validation split like Adam's lr "
+                        f"(grid {', '.join(map(str, DEFAULT_RULE_LR_GRID))})")
     p.add_argument("--out", type=Path, default=Path("eval-out"))
     p.add_argument("--resume", action="store_true",
                    help="reuse the runs a stopped evaluation with the same --out finished (OUT/runs/)")
@@ -224,6 +251,7 @@ def compare(
     rule_lr: float = 1.0,
     note: str | None = None,
     store: RunStore | None = None,
+    rule_grid: Sequence[float] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Evaluate learned ``rules`` (by label) and tuned ``baselines`` on each task.
 
@@ -232,7 +260,9 @@ def compare(
     validation split over ``grid`` with the first ``tune_seeds`` seeds unless ``lr`` is given.
     Two names of one layout (``cifar10-cnn-w32`` and ``cifar10-cnn-d3``) are run once and
     reported under both. ``note`` (e.g. "synthetic data: not a result") is added to every row.
-    With a ``store``, every finished run is saved there (and reused if it says so).
+    With a ``store``, every finished run is saved there (and reused if it says so). With a
+    ``rule_grid``, each rule's update multiplier is tuned like a baseline's lr (on the
+    validation split, ``tune_seeds`` seeds) instead of being ``rule_lr``.
     """
     from tqdm.auto import tqdm
 
@@ -248,11 +278,19 @@ def compare(
             curves += [{**c, "task": requested} for c in done[task.name][1]]
             continue
         task_data = data(task) if callable(data) else data
-        methods: list[tuple[str, Callable[[nn.Module], torch.optim.Optimizer], dict[str, Any], str]] = [
-            (label, lambda m, r=rule: GNNOptimizer(m.named_parameters(), r, lr=rule_lr), {"lr": rule_lr},
-             f"rule {rule_fingerprint(rule) if store is not None else label} lr {rule_lr!r}")
-            for label, rule in rules.items()
-        ]
+        methods: list[tuple[str, Callable[[nn.Module], torch.optim.Optimizer], dict[str, Any], str]] = []
+        for label, rule in rules.items():
+            multiplier, info = rule_lr, {"lr": rule_lr}
+            if rule_grid:
+                tuning = list(seeds)[:tune_seeds]
+                with tqdm(total=len(rule_grid) * len(tuning), desc=f"{requested}: tuning {label} lr on val") as bar:
+                    multiplier, scores = tune_rule_lr(rule, task, task_data, steps=steps, seeds=tuning,
+                                                      grid=rule_grid, progress=bar, store=store)
+                info = {"lr": multiplier, "tuning_val_acc": {str(k): v for k, v in scores.items()}}
+                label = f"{label} (lr ×{multiplier:g}, tuned)"
+            identity = rule_fingerprint(rule) if store is not None else label
+            methods.append((label, lambda m, r=rule, k=multiplier: GNNOptimizer(m.named_parameters(), r, lr=k), info,
+                            f"rule {identity} lr {multiplier!r}"))
         for base in baselines:
             info: dict[str, Any] = {}
             chosen = lr
@@ -328,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = RunStore(args.out / "runs", reuse=args.resume)
         rows, curves = compare(tasks, data_for, rules, args.baseline, steps=args.steps, seeds=args.seeds,
                                tune_seeds=args.tune_seeds, lr=args.lr, record_every=args.record_every,
-                               rule_lr=args.rule_lr, store=store)
+                               rule_lr=args.rule_lr, store=store,
+                               rule_grid=DEFAULT_RULE_LR_GRID if args.tune_rule_lr else None)
     except FileNotFoundError as err:  # a missing data set: the message says how to get it
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -112,3 +112,32 @@ def test_cli_resume_reuses_finished_runs_and_only_those(tmp_path, monkeypatch):
     calls.clear()
     assert eval_main([*args, "--seeds", "101", "--resume"]) == 0
     assert calls == [101]  # the rule's run again; Adam's runs reused
+
+
+def test_tune_rule_lr_picks_the_multiplier_on_validation(tmp_path, monkeypatch):
+    """``--tune-rule-lr`` tunes a rule's update multiplier over the grid on the validation
+    split (as Adam's lr is), then trains the test runs with the chosen multiplier."""
+    import gnnopt.eval as ev
+
+    torch.manual_seed(0)
+    create("ff").save_pretrained(tmp_path / "rule")
+    monkeypatch.setattr(ev, "DEFAULT_RULE_LR_GRID", (1.0, 4.0))
+    seen = []
+    from gnnopt import optimizer as opt_module  # gnnopt.eval imports GNNOptimizer lazily: spy on the class
+
+    original = opt_module.GNNOptimizer.__init__
+
+    def spy(self, params, rule, lr=1.0, **kwargs):
+        seen.append(lr)
+        original(self, params, rule, lr=lr, **kwargs)
+
+    monkeypatch.setattr(opt_module.GNNOptimizer, "__init__", spy)
+    out = tmp_path / "eval"
+    assert eval_main(["--task", "fmnist17", "--rule", str(tmp_path / "rule"), "--tune-rule-lr", "--steps", "5",
+                      "--seeds", "101-102", "--tune-seeds", "1", "--record-every", "5", "--embedded",
+                      "--out", str(out)]) == 0
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert set(row["tuning_val_acc"]) == {"1.0", "4.0"}
+    assert row["lr"] == max((1.0, 4.0), key=lambda k: row["tuning_val_acc"][str(k)])
+    assert row["method"].endswith(f"(lr ×{row['lr']:g}, tuned)")
+    assert seen == [1.0, 4.0, row["lr"], row["lr"]]  # two tuning runs (one seed), then two test seeds
