@@ -7,8 +7,8 @@ max with ``scatter_reduce``, whose generic backward is slow on CPU. On a task-17
 that is about 40 small ops per layer forward, each costing more in dispatch than in
 arithmetic. :func:`pna_aggregate` computes the same function (empty neighbourhoods give 0,
 ties of min/max split the gradient evenly, std is ``sqrt(max(var, 1e-5))`` zeroed where it
-is ``sqrt(1e-5)``) with the degree counted once per graph, one sum for both moments, and
-min and max in one autograd node whose backward is a gather and a multiply.
+is ``sqrt(1e-5)``) with the degree counted once per graph, one scattered sum per moment,
+and min and max in one autograd node whose backward is two gathers and multiplies.
 """
 from __future__ import annotations
 

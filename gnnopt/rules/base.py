@@ -46,7 +46,7 @@ class UpdateRule(nn.Module):
     #: whether meta-training on a multi-core CPU should run each backward beside the next
     #: forward (:class:`gnnopt.training.trainer.BackwardPipeline`): worth it only when the
     #: rule's backward is about as long as the rest of an inner step, as
-    #: ``benchmarks/meta_train_throughput.py`` measures (pna: yes; ff, lstm, rt: slower)
+    #: ``benchmarks/meta_train_throughput.py`` measures (pna: yes; ff, lstm, rt, pna_lstm: no)
     pipeline_backward: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
