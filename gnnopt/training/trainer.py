@@ -241,6 +241,8 @@ class MetaTrainer:
     Files: ``config.json``, ``model.safetensors`` (the latest rule, loadable with
     ``GNNOptimizer.from_pretrained``), ``metrics.jsonl``, ``best/`` (selected on the
     validation split), ``trainer_state.safetensors`` + ``trainer_state.json`` (resume).
+    ``pipeline`` chooses whether greedy inner steps run their backward beside the next
+    forward on CPU (``None``: the rule's ``pipeline_backward``; see :func:`run_segment`).
     """
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, device: str | torch.device = "cpu",
