@@ -37,11 +37,15 @@ def parse_ints(text: str) -> list[int]:
 
 
 def add_common_args(p: argparse.ArgumentParser, out: str) -> None:
-    """``--rule`` (repeatable), ``--steps``, ``--seeds``, ``--out``, ``--device``, ``--no-baseline``."""
+    """``--rule`` (repeatable), ``--steps``, ``--seeds``, ``--record-every``, ``--out``, ``--device``,
+    ``--no-baseline``, ``--tune-rule-lr``, ``--resume``."""
     p.add_argument("--rule", action="append", default=[], metavar="NAME_OR_DIR",
                    help="bundled name, checkpoint directory or Hub repo id (repeatable; default: all bundled)")
     p.add_argument("--steps", type=int, default=None, help="default 1000 (10 for the smoke run)")
     p.add_argument("--seeds", type=parse_ints, default=None, help="default 101-105 (101-102 for the smoke run)")
+    p.add_argument("--record-every", type=int, default=None,
+                   help="test-set curve points every N steps (default 50; 5 for the smoke run). The final "
+                        "accuracy does not depend on it; on wide nets the test passes cost more than training")
     p.add_argument("--out", type=Path, default=Path(out))
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-baseline", action="store_true",
@@ -63,6 +67,10 @@ def settings(p: argparse.ArgumentParser, args: argparse.Namespace, smoke: bool) 
         if not args.seeds:
             p.error("--seeds names no seed")
         chosen["seeds"] = args.seeds
+    if args.record_every is not None:
+        if args.record_every < 1:
+            p.error(f"Invalid --record-every: {args.record_every} (need a positive int)")
+        chosen["record_every"] = args.record_every
     return chosen
 
 
