@@ -125,7 +125,7 @@ class RunStore:
                 return stored["result"]
         result = train()
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two sweeps may share a store
         tmp.write_text(json.dumps({"key": key, "result": result}))
         os.replace(tmp, path)
         return result
