@@ -4,9 +4,10 @@ For each rule (paper configuration) and objective, one run measures side by side
 * the optimizee's own forward+backward time at batch 128 (fmnist17 CNN), and
 * the time of one meta-training inner step (``gnnopt.training.trainer.run_episode``: the
   optimizee's gradient, the rule's forward + backward, and for ``greedy`` the loss of the
-  updated optimizee), averaged over short episodes; for ``greedy`` both with each backward
-  beside the next forward (``pipelined``: ``python -m gnnopt.training --pipeline on``, the
-  default for ``pna`` with 2+ threads) and one after the other (``sequential``: ``off``).
+  updated optimizee), averaged over episodes of the paper's 100 inner steps; for ``greedy``
+  both with each backward beside the next forward (``pipelined``: ``python -m gnnopt.training
+  --pipeline on``, the default for ``pna`` with 2+ threads) and one after the other
+  (``sequential``: ``off``).
 
 Like the command-line tools, it first calls ``gnnopt.runtime.keep_freed_memory()``
 (``--default-malloc`` skips that, to see what it is worth).
@@ -39,7 +40,9 @@ def main() -> None:
     p.add_argument("--rules", default="ff,pna")
     p.add_argument("--objectives", default="greedy,tbptt")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--episode", type=int, default=10, help="inner steps per timed episode")
+    p.add_argument("--episode", type=int, default=100,
+                   help="inner steps per timed episode (default: the paper's 100; the pipelined backward's "
+                        "first and last steps do not overlap, so short episodes understate it)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc thresholds alone")
     args = p.parse_args()
