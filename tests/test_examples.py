@@ -20,6 +20,7 @@ def load_example(name: str):
         sys.path.insert(0, str(EXAMPLES))  # the sweep scripts import their shared _sweep helper
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -141,3 +142,57 @@ def test_a_broken_rule_path_is_an_error_in_words(tmp_path, capsys):
     code = load_example("cifar10_width").main(["--synthetic", "--rule", str(tmp_path / "missing"), "--widths", "8",
                                                "--out", str(tmp_path / "out")])
     assert code == 2 and "not a checkpoint directory" in capsys.readouterr().err
+
+
+def test_generalization_table_is_assembled_from_the_sweeps_output(tmp_path, rule_dir, capsys):
+    folder = "sweeps/d1"
+    code = load_example("fmnist_generalization").main(["--smoke", "--rule", str(rule_dir), "--sweep", "depth",
+                                                       "--depths", "1", "--steps", "3", "--out",
+                                                       str(tmp_path / folder)])
+    assert code == 0
+    measured = {r["method"]: r for r in json.loads((tmp_path / folder / "results.json").read_text())["rows"]}
+    summary = load_example("generalization_table")
+    columns = (summary.Column("rule", ((folder, rule_dir.name),), bold_if_beats="tuned Adam"),
+               summary.Column("tuned Adam", ((folder, "adam"),)))
+    text = summary.markdown(columns, summary.collect(columns, tmp_path))
+    assert text.startswith("> **EMBEDDED FASHIONMNIST SUBSET: NOT A RESULT**")
+    d1 = next(line for line in text.splitlines() if line.startswith("| d1 (650) |"))
+    adam = next(r for m, r in measured.items() if m.startswith("adam"))
+    rule = measured[rule_dir.name]
+    assert f"{100 * rule['mean']:.2f} ± {100 * rule['std']:.2f}" in d1
+    assert f"{100 * adam['mean']:.2f} ± {100 * adam['std']:.2f} (lr {adam['lr']:.0e}".replace("e-0", "e-") in d1
+    assert ("**" in d1) == (rule["mean"] > adam["mean"])  # bold marks a rule above Adam
+    w8 = next(line for line in text.splitlines() if line.startswith("| w8 "))
+    assert w8.count("not measured") == 2
+    # the CLI writes the Markdown and (with matplotlib) the plot
+    out = tmp_path / "summary"
+    assert summary.main(["--root", str(tmp_path / "nothing-here"), "--out", str(out)]) == 2
+    assert "no results.json" in capsys.readouterr().out
+    summary.COLUMNS = columns
+    assert summary.main(["--root", str(tmp_path), "--out", str(out)]) == 0
+    assert (out.with_suffix(".md")).read_text() == text
+    if importlib.util.find_spec("matplotlib"):
+        assert (out.with_suffix(".png")).stat().st_size > 10_000
+
+
+def test_generalization_table_refuses_two_rows_for_one_cell(tmp_path):
+    summary = load_example("generalization_table")
+    row = {"task": "fmnist17-d1", "method": "adam (lr 0.01)", "seeds": [101], "mean": 0.5, "std": 0.0}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"rows": [row]}))
+    with pytest.raises(ValueError, match="two rows for fmnist17-d1"):
+        summary.collect((summary.Column("tuned Adam", (("a", "adam"), ("b", "adam"))),), tmp_path)
+
+
+def test_the_readme_generalization_table_is_the_one_the_runs_give():
+    """Every row of the README's generalization table is what generalization_table.py
+    assembles from the committed results: no number in it is typed by hand."""
+    summary = load_example("generalization_table")
+    root = EXAMPLES.parent
+    text = summary.markdown(summary.COLUMNS, summary.collect(summary.COLUMNS, root))
+    readme = (root / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(summary.NETWORKS)
+    missing = [line for line in rows if line not in readme]
+    assert not missing, "README generalization table is stale; rerun examples/generalization_table.py:\n" + "\n".join(missing)
