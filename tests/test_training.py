@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from gnnopt import GNNOptimizer
 from gnnopt.data import Dataset, load_dataset, synthetic_cifar10
 from gnnopt.eval import run_learned_episode
+from gnnopt.hub import load_rule
 from gnnopt.tasks import get_task
 from gnnopt.training import MetaTrainer, TrainConfig, checkpoint, meta_train
 from gnnopt.training.__main__ import main as training_main
@@ -113,6 +114,27 @@ def test_init_starts_from_a_saved_rule(tmp_path, data):
     other = TrainConfig(**{**base.to_dict(), "rule_config": {"hidden": 16}, "init": str(tmp_path / "base")})
     with pytest.raises(ValueError, match="--init"):
         MetaTrainer(other, tmp_path / "other", data=data, progress=False)
+
+
+def test_a_fine_tune_selects_against_its_starting_rule(tmp_path, data):
+    """With ``--init``, the starting rule is validated at outer step 0 and competes for best/:
+    a fine-tune that only makes the rule worse keeps the rule it started from."""
+    base = TrainConfig(rule="ff", rule_config={"hidden": 8}, outer_steps=2, inner_steps=5, eval_every=1,
+                       embedded=True, seed=1)
+    meta_train(base, tmp_path / "base", data=data, progress=False)
+    start = str(tmp_path / "base" / "best")
+    # a meta-lr this large wrecks the rule in one step, so step 0 must stay the best
+    worse = TrainConfig(**{**base.to_dict(), "init": start, "lr": 10.0, "clip": 0.0, "warmup_steps": 0})
+    meta_train(worse, tmp_path / "tuned", data=data, progress=False)
+    records = read_metrics(tmp_path / "tuned")
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert "meta_loss" not in records[0] and "val_acc" in records[0]
+    best = json.loads((tmp_path / "tuned" / "best" / "config.json").read_text())["selection"]
+    assert best["step"] == 0 and best["val_acc"] > max(r["val_acc"] for r in records[1:])
+    for k, v in _weights(load_rule(str(tmp_path / "tuned" / "best"))).items():
+        assert torch.equal(v, _weights(load_rule(start))[k]), k
+    # a run from scratch has no step-0 record
+    assert read_metrics(tmp_path / "base")[0]["step"] == 1
 
 
 def test_init_head_starts_a_gnn_rule_as_the_saved_ff_rule(tmp_path, data):

@@ -414,6 +414,11 @@ class MetaTrainer:
         cfg = self.cfg
         if self.dist.is_main:
             checkpoint.write_checkpoint(self.out, self.rule, cfg, self.step)
+        if self.step == 0 and self.best is None and cfg.init is not None:
+            # a fine-tune's starting rule competes for selection: best/ is never worse than it
+            record = {"step": 0, **self._select()}
+            if self.dist.is_main:
+                checkpoint.append_metrics(self.out, record)
         bar = _progress(cfg.outer_steps, self.step, self.progress)
         interrupted = _InterruptFlag()
         try:
