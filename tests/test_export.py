@@ -1,6 +1,8 @@
 """``python -m gnnopt.training.export``: a run's selected rule becomes a bundled checkpoint."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -47,6 +49,29 @@ def test_export_writes_a_loadable_checkpoint_and_a_card_from_files(tmp_path, dat
     assert "python -m gnnopt.training --rule ff" in card and "# a comment" not in card
     assert "points against adam (lr " in card  # the margin, computed from results.json
     assert "a test machine" in card and "`tuned`" in card and "`base`" in card  # the init run's compute too
+
+
+def test_export_compares_against_baselines_measured_in_another_folder(tmp_path, data):
+    """``--baseline-eval``: a rule evaluated alone is compared with the tuned Adam of an
+    earlier evaluation on the same task, steps and seeds; other steps are not compared."""
+    cfg = TrainConfig(rule="ff", rule_config={"hidden": 8}, outer_steps=1, inner_steps=3, eval_every=1,
+                      eval_steps=5, embedded=True)
+    run = tmp_path / "run"
+    meta_train(cfg, run, data=data, progress=False)
+    (run / "recipe.sh").write_text("python -m gnnopt.training --rule ff --out run\n")
+    common = ["--task", "fmnist17", "--seeds", "1", "--embedded", "--tune-seeds", "1"]
+    assert eval_main([*common, "--baseline", "adam", "--steps", "5", "--out", str(tmp_path / "adam")]) == 0
+    assert eval_main([*common, "--baseline", "adam", "--steps", "4", "--out", str(tmp_path / "adam4")]) == 0
+    assert eval_main([*common, "--rule", str(run / "best"), "--steps", "5", "--out", str(tmp_path / "rule")]) == 0
+    dest = tmp_path / "pretrained"
+    assert export_main([str(run), "--eval", str(tmp_path / "rule"), "--baseline-eval", str(tmp_path / "adam"),
+                        "--baseline-eval", str(tmp_path / "adam4"), "--name", "ff-test", "--dest", str(dest),
+                        "--hardware", "a test machine"]) == 0
+    card = (dest / "ff-test" / "README.md").read_text()
+    adam = json.loads((tmp_path / "adam" / "results.json").read_text())["rows"][0]
+    assert card.count("points against adam") == 1  # the 5-step Adam only
+    assert f"vs {100 * adam['mean']:.2f}%" in card
+    assert "Tuned baselines measured in other folders" in card and "--steps 4" in card
 
 
 def test_export_without_recipe_or_eval_is_an_error(tmp_path, data, capsys):

@@ -62,15 +62,22 @@ def recipe_command(run: Path) -> str:
     return "\n".join(lines)
 
 
-def summarize(eval_dirs: list[Path], labels: set[str]) -> list[str]:
+def _rows(d: Path) -> list[dict]:
+    return json.loads((d / "results.json").read_text())["rows"]
+
+
+def summarize(eval_dirs: list[Path], labels: set[str], baseline_dirs: list[Path] = ()) -> list[str]:
     """Sentences computed from the evaluations' ``results.json``: the margin of the rule (rows
     labelled one of ``labels``) over each tuned baseline, and any fall between a reported
-    step and the end of a long run."""
+    step and the end of a long run. A baseline is a row with a tuned learning rate in the
+    same folder, or in one of ``baseline_dirs``, on the same task, steps and seeds."""
     lines = []
+    tuned = [(d, r) for d in list(eval_dirs) + list(baseline_dirs) for r in _rows(d) if "tuning_val_acc" in r]
     for d in eval_dirs:
-        rows = json.loads((d / "results.json").read_text())["rows"]
-        for row in (r for r in rows if r["method"] in labels):
-            for base in (r for r in rows if r["task"] == row["task"] and "tuning_val_acc" in r):
+        for row in (r for r in _rows(d) if r["method"] in labels):
+            for where, base in tuned:
+                if base["task"] != row["task"] or (where != d and (base["steps"], base["seeds"]) != (row["steps"], row["seeds"])):
+                    continue
                 margin = 100 * (row["mean"] - base["mean"])
                 lines.append(f"{row['task']}, {row['steps']} steps: {margin:+.2f} points against {base['method']} "
                              f"({100 * row['mean']:.2f}% vs {100 * base['mean']:.2f}%, {len(row['seeds'])} seeds).")
@@ -82,7 +89,24 @@ def summarize(eval_dirs: list[Path], labels: set[str]) -> list[str]:
     return lines or ["these evaluations hold no tuned baseline and no long-run figure for this rule."]
 
 
-def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str) -> str:
+def baseline_table(baseline_dirs: list[Path]) -> str:
+    """The tuned baselines' rows of ``baseline_dirs`` (their rules' rows left out) and the
+    commands that produced them."""
+    if not baseline_dirs:
+        return ""
+    lines = ["Tuned baselines measured in other folders, compared against above:", "",
+             "| task | method | test accuracy (%) | seeds | steps |", "|---|---|---|---|---|"]
+    commands = []
+    for d in baseline_dirs:
+        results = json.loads((d / "results.json").read_text())
+        for r in (r for r in results["rows"] if "tuning_val_acc" in r):
+            lines.append(f"| {r['task']} | {r['method']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
+                         f"{len(r['seeds'])} | {r['steps']} |")
+        commands.append(f"- `{results.get('command', d)}`")
+    return "\n".join(lines + ["", "Commands:", *commands])
+
+
+def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str, baseline_dirs: list[Path] = ()) -> str:
     rule = load_rule_from_dir(run / "best")
     if not eval_dirs:
         raise ValueError("a model card needs at least one evaluation (--eval)")
@@ -102,7 +126,11 @@ def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str) -> st
     weights = sum(p.numel() for p in rule.parameters())
     tasks = sorted({t for c in chain for t in c["tasks"]}, key=lambda t: (t != "fmnist17", t))
     trained_on = f"{', '.join(tasks)} (FashionMNIST)" if tasks else "FashionMNIST"
-    findings = "\n".join(f"- {line}" for line in summarize(eval_dirs, {f"{run.name}/best", name, str(run / "best")}))
+    labels = {f"{run.name}/best", name, str(run / "best")}
+    findings = "\n".join(f"- {line}" for line in summarize(eval_dirs, labels, list(baseline_dirs)))
+    baselines = baseline_table(list(baseline_dirs))
+    if baselines:
+        results += "\n\n" + baselines
     return f"""---
 library_name: gnnopt
 tags: [learned-optimizer, gnnopt]
@@ -146,12 +174,13 @@ Hardware: {hardware}. Wall clock of meta-training, about {total / 60:.0f} min in
 
 
 def export(run: str | Path, eval_dirs: list[str | Path], *, name: str | None = None,
-           dest: str | Path = "pretrained", hardware: str) -> Path:
+           dest: str | Path = "pretrained", hardware: str, baseline_dirs: list[str | Path] = ()) -> Path:
     """Copy ``run/best`` to ``dest/name`` with a card holding every ``eval_dirs`` results table."""
     run = Path(run)
     name = name or run.name
     target = Path(dest) / name
-    card = model_card(name, run, [Path(d) for d in eval_dirs], hardware)  # everything is read before anything is written
+    # everything is read before anything is written
+    card = model_card(name, run, [Path(d) for d in eval_dirs], hardware, [Path(d) for d in baseline_dirs])
     target.mkdir(parents=True, exist_ok=True)
     for file in (CONFIG_NAME, WEIGHTS_NAME):
         _atomic_write(target / file, lambda p, src=run / "best" / file: shutil.copyfile(src, p))
@@ -164,12 +193,16 @@ def main(argv=None) -> int:
     p.add_argument("run", type=Path, help="run directory (with best/, metrics.jsonl, recipe.sh)")
     p.add_argument("--eval", type=Path, action="append", required=True,
                    help="output directory of python -m gnnopt.eval (repeatable)")
+    p.add_argument("--baseline-eval", type=Path, action="append", default=[],
+                   help="an output directory whose tuned baselines (same task, steps and seeds) the rule is "
+                        "compared against, e.g. one measured before the rule existed (repeatable)")
     p.add_argument("--name", default=None, help="checkpoint name (default: the run directory's name)")
     p.add_argument("--dest", type=Path, default=Path("pretrained"))
     p.add_argument("--hardware", required=True, help="where the meta-training ran, for the model card")
     args = p.parse_args(argv)
     try:
-        target = export(args.run, args.eval, name=args.name, dest=args.dest, hardware=args.hardware)
+        target = export(args.run, args.eval, name=args.name, dest=args.dest, hardware=args.hardware,
+                        baseline_dirs=args.baseline_eval)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
