@@ -58,8 +58,8 @@ _STAGE3 = "pna-multi-fmnist17/best"
 _STAGE4 = "pna-unroll100/best"
 
 #: the README's columns. Stage 4 is the bundled ``pna-fmnist17`` since session 5, stage 3
-#: was before it (its rows labelled ``pna-fmnist17`` in d4, w64, w128 and d5), stage 1
-#: before that (its rows labelled ``pna-fmnist17`` in w8, w16, w32, d1 and d2).
+#: was before it (its rows labelled ``pna-fmnist17`` in d4 and w64), stage 1 before that
+#: (its rows labelled ``pna-fmnist17`` in w8, w16, w32, d1 and d2).
 COLUMNS: tuple[Column, ...] = (
     Column("`pna-fmnist17` (bundled: stage 4)", (
         ("training/experiments/pna-unroll100/eval-1000", _STAGE4), (f"{_GEN}/u100-w8-d1-d2", _STAGE4),
@@ -68,7 +68,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("stage 3", (
         ("training/pna-multi-fmnist17/eval-1000", _STAGE3), (f"{_GEN}/multi-w8-d1-d2", _STAGE3),
         (f"{_GEN}/multi-w32", _STAGE3), (f"{_GEN}/d4", _BUNDLED), (f"{_GEN}/w64", _BUNDLED),
-        (f"{_GEN}/w128", _BUNDLED), (f"{_GEN}/d5", _BUNDLED),
+        (f"{_GEN}/w128", _STAGE3), (f"{_GEN}/d5", _STAGE3),  # resumed with --rule training/pna-multi-fmnist17/best
     ), bold_if_beats="tuned Adam"),
     Column("stage 3, multiplier tuned", tuple(
         (f"{_GEN}/tuned-{net}", _BUNDLED) for net in ("w8", "w16", "w32", "w64", "w128", "d1", "d2", "d4", "d5")
