@@ -195,4 +195,5 @@ def test_the_readme_generalization_table_is_the_one_the_runs_give():
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + len(summary.NETWORKS)
     missing = [line for line in rows if line not in readme]
-    assert not missing, "README generalization table is stale; rerun examples/generalization_table.py:\n" + "\n".join(missing)
+    stale = "README generalization table is stale; rerun examples/generalization_table.py:\n"
+    assert not missing, stale + "\n".join(missing)

@@ -76,7 +76,8 @@ def summarize(eval_dirs: list[Path], labels: set[str], baseline_dirs: list[Path]
     for d in eval_dirs:
         for row in (r for r in _rows(d) if r["method"] in labels):
             for where, base in tuned:
-                if base["task"] != row["task"] or (where != d and (base["steps"], base["seeds"]) != (row["steps"], row["seeds"])):
+                same_run = (base["steps"], base["seeds"]) == (row["steps"], row["seeds"])
+                if base["task"] != row["task"] or (where != d and not same_run):
                     continue
                 margin = 100 * (row["mean"] - base["mean"])
                 lines.append(f"{row['task']}, {row['steps']} steps: {margin:+.2f} points against {base['method']} "
