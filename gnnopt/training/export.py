@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..eval import format_table
 from ..hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, _atomic_write, load_rule_from_dir
 from .checkpoint import read_metrics
 
@@ -66,15 +67,21 @@ def _rows(d: Path) -> list[dict]:
     return json.loads((d / "results.json").read_text())["rows"]
 
 
+def _tuned(rows: list[dict]) -> list[dict]:
+    """The rows of baselines whose learning rate was tuned (the margins are taken against them)."""
+    return [r for r in rows if "tuning_val_acc" in r]
+
+
 def summarize(eval_dirs: list[Path], labels: set[str], baseline_dirs: list[Path] = ()) -> list[str]:
     """Sentences computed from the evaluations' ``results.json``: the margin of the rule (rows
     labelled one of ``labels``) over each tuned baseline, and any fall between a reported
     step and the end of a long run. A baseline is a row with a tuned learning rate in the
     same folder, or in one of ``baseline_dirs``, on the same task, steps and seeds."""
     lines = []
-    tuned = [(d, r) for d in list(eval_dirs) + list(baseline_dirs) for r in _rows(d) if "tuning_val_acc" in r]
+    rows = {d: _rows(d) for d in [*eval_dirs, *baseline_dirs]}
+    tuned = [(d, r) for d, found in rows.items() for r in _tuned(found)]
     for d in eval_dirs:
-        for row in (r for r in _rows(d) if r["method"] in labels):
+        for row in (r for r in rows[d] if r["method"] in labels):
             for where, base in tuned:
                 same_run = (base["steps"], base["seeds"]) == (row["steps"], row["seeds"])
                 if base["task"] != row["task"] or (where != d and not same_run):
@@ -95,16 +102,11 @@ def baseline_table(baseline_dirs: list[Path]) -> str:
     commands that produced them."""
     if not baseline_dirs:
         return ""
-    lines = ["Tuned baselines measured in other folders, compared against above:", "",
-             "| task | method | test accuracy (%) | seeds | steps |", "|---|---|---|---|---|"]
-    commands = []
-    for d in baseline_dirs:
-        results = json.loads((d / "results.json").read_text())
-        for r in (r for r in results["rows"] if "tuning_val_acc" in r):
-            lines.append(f"| {r['task']} | {r['method']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
-                         f"{len(r['seeds'])} | {r['steps']} |")
-        commands.append(f"- `{results.get('command', d)}`")
-    return "\n".join(lines + ["", "Commands:", *commands])
+    results = [json.loads((d / "results.json").read_text()) for d in baseline_dirs]
+    table = format_table([r for found in results for r in _tuned(found["rows"])])
+    commands = [f"- `{found.get('command', d)}`" for d, found in zip(baseline_dirs, results)]
+    return "\n".join(["Tuned baselines measured in other folders, compared against above:", "", table,
+                      "", "Commands:", *commands])
 
 
 def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str, baseline_dirs: list[Path] = ()) -> str:
