@@ -216,6 +216,31 @@ def test_second_order_meta_gradient_differs_and_is_finite(tmp_path, data):
     assert not torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-7)
 
 
+@pytest.mark.parametrize("rule", ["pna", "pna_lstm"])
+def test_recompute_gives_the_same_meta_gradient(tmp_path, data, rule):
+    """Activation checkpointing of the rule (``recompute``) changes memory, not the result:
+    the same second-order tbptt meta-gradient, through torch_geometric message passing and
+    (pna_lstm) the recurrent state."""
+    cfg = TrainConfig(rule=rule, rule_config={"hidden": 8, "layers": 2}, objective="tbptt", unroll=3,
+                      inner_steps=6, second_order=True, embedded=True)
+    trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
+    trainer.outer_step()  # off the near-zero start, so the gradients are not trivially small
+    grads = []
+    for recompute in (False, True):
+        trainer.meta_opt.zero_grad()
+        optimizee = make_optimizee(trainer.task, data, 5, trainer.rule.graph_options, "cpu")
+        loss = run_episode(trainer.rule, optimizee, cfg, 6, 1.0, recompute=recompute)
+        grads.append((loss, torch.cat([p.grad.flatten() for p in trainer.rule.parameters()])))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    assert grads[0][1].abs().max() > 0
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-7)
+
+
+def test_recompute_is_refused_for_greedy(tmp_path, capsys):
+    assert training_main(["--objective", "greedy", "--recompute", "--embedded", "--out", str(tmp_path / "r")]) == 2
+    assert "--recompute is for --objective tbptt" in capsys.readouterr().err
+
+
 def test_segments_carry_episodes_across_outer_steps(tmp_path, data):
     """With segment_steps, a 7-step episode runs as 3 + 3 + 1 inner steps over three outer
     steps (momenta and parameters carried over), then a fresh episode starts."""

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", choices=["auto", "on", "off"], default="auto",
                    help="on a multi-core CPU, run each inner step's backward beside the next forward "
                         "(auto: where the rule gains from it, i.e. pna)")
+    p.add_argument("--recompute", action="store_true",
+                   help="tbptt: run the rule's forward again in the backward instead of storing its activations "
+                        "(much less memory for long unrolls, about one more rule forward per step; not stored, "
+                        "so pass it again with --resume)")
     return p
 
 
@@ -103,9 +107,14 @@ def main(argv=None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    if args.recompute and cfg.objective != "tbptt":
+        print("error: --recompute is for --objective tbptt (greedy keeps one step's activations only)",
+              file=sys.stderr)
+        return 2
     try:
         meta_train(cfg, args.out, resume=args.resume, device=args.device, data_dir=args.data_dir,
-                   progress=not args.no_progress, pipeline={"auto": None, "on": True, "off": False}[args.pipeline])
+                   progress=not args.no_progress, pipeline={"auto": None, "on": True, "off": False}[args.pipeline],
+                   recompute=args.recompute)
     except KeyboardInterrupt:
         return 130
     except (FileExistsError, FileNotFoundError, ValueError) as err:

@@ -16,6 +16,7 @@ AdamW state and the step counter are all the state there is.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint as recomputed
 
 from ..data import BatchStream, Dataset, load_dataset
 from ..functional import init_momenta, learned_update
@@ -120,13 +122,20 @@ class Episode:
 
 
 def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float, *,
-                pipeline: bool | None = None) -> float:
+                pipeline: bool | None = None, recompute: bool = False) -> float:
     """Advance ``ep`` by ``steps`` inner steps, back-propagating ``weight *`` their mean
     meta-loss into the rule's ``.grad``. Returns that mean meta-loss (a float, for logging).
 
     With the ``greedy`` objective, ``pipeline`` (default: the rule's ``pipeline_backward``)
     and a CPU with two or more threads, each backward runs beside the next forward
     (:class:`BackwardPipeline`); the gradients are the same up to float rounding.
+
+    With ``tbptt``, ``recompute`` keeps only each inner step's inputs to the rule and runs
+    the rule's forward again during the backward (activation checkpointing), instead of
+    holding every step's rule activations until the truncation's backward. The rule's
+    activations dominate a truncation's memory, so this makes long unrolls fit, for about
+    one more rule forward per step; the gradients are the same up to float rounding
+    (``benchmarks/recompute.py`` measures both).
     """
     opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
     total, count = 0.0, 0
@@ -147,6 +156,7 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
                 state = _detach(result.rule_state)
     else:  # tbptt: truncations of `unroll` steps; each step's loss is on its next batch
         # (no pipeline: a truncation's backward beside the next one's forward measured slower)
+        update = functools.partial(recomputed, learned_update, use_reentrant=False) if recompute else learned_update
         done = 0
         batch = opt.stream.next()
         while done < steps:
@@ -159,8 +169,7 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
                     metas.append(loss)  # loss of the previous update, measured on a new batch
                 grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
                                             create_graph=cfg.second_order)
-                result = learned_update(rule, opt.graph, current, grads, momenta, state,
-                                        second_order=cfg.second_order)
+                result = update(rule, opt.graph, current, grads, momenta, state, second_order=cfg.second_order)
                 current = [p + u for p, u in zip(current, result.updates)]
                 momenta, state = result.momenta, result.rule_state
                 batch = opt.stream.next()
@@ -178,9 +187,10 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
 
 
 def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float, *,
-                pipeline: bool | None = None) -> float:
+                pipeline: bool | None = None, recompute: bool = False) -> float:
     """Run one whole ``steps``-step episode on a fresh ``opt`` (see :func:`run_segment`)."""
-    return run_segment(rule, Episode.start(rule, opt, 0, steps), cfg, steps, weight, pipeline=pipeline)
+    return run_segment(rule, Episode.start(rule, opt, 0, steps), cfg, steps, weight, pipeline=pipeline,
+                       recompute=recompute)
 
 
 class BackwardPipeline:
@@ -243,13 +253,16 @@ class MetaTrainer:
     validation split), ``trainer_state.safetensors`` + ``trainer_state.json`` (resume).
     ``pipeline`` chooses whether greedy inner steps run their backward beside the next
     forward on CPU (``None``: the rule's ``pipeline_backward``; see :func:`run_segment`).
+    ``recompute`` trades time for memory in tbptt truncations (see :func:`run_segment`).
+    Neither changes the result, so neither is stored in ``config.json``.
     """
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, device: str | torch.device = "cpu",
                  data_dir: str | None = None, data: Dataset | None = None, progress: bool = True,
-                 pipeline: bool | None = None) -> None:
+                 pipeline: bool | None = None, recompute: bool = False) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
+        self.recompute = recompute
         self.out = Path(out_dir)
         self.dist = DistContext.from_env(device)
         self.device = self.dist.device
@@ -307,7 +320,8 @@ class MetaTrainer:
             steps = min(cfg.segment_steps or ep.length, ep.length - ep.done)
             positions.append(ep.done)
             tasks.append(ep.task)
-            losses.append(run_segment(self.rule, ep, cfg, steps, weight, pipeline=self.pipeline))
+            losses.append(run_segment(self.rule, ep, cfg, steps, weight, pipeline=self.pipeline,
+                                      recompute=self.recompute))
             lengths.append(steps)
             if cfg.segment_steps is None:
                 self.episodes[e] = None  # a fresh episode every outer step
