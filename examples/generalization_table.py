@@ -63,12 +63,13 @@ _STAGE4 = "pna-unroll100/best"
 COLUMNS: tuple[Column, ...] = (
     Column("`pna-fmnist17` (bundled: stage 4)", (
         ("training/experiments/pna-unroll100/eval-1000", _STAGE4), (f"{_GEN}/u100-w8-d1-d2", _STAGE4),
-        (f"{_GEN}/u100-w32", _STAGE4), *((f"{_GEN}/u100-{net}", _STAGE4) for net in ("w64", "w128", "d4", "d5")),
+        (f"{_GEN}/u100-w32", _STAGE4), *((f"{_GEN}/u100-{net}", _STAGE4) for net in ("w64", "d4", "d5")),
+        (f"{_GEN}/w128", _STAGE4),  # with Adam: --rule training/experiments/pna-unroll100/best
     ), bold_if_beats="tuned Adam"),
     Column("stage 3", (
         ("training/pna-multi-fmnist17/eval-1000", _STAGE3), (f"{_GEN}/multi-w8-d1-d2", _STAGE3),
         (f"{_GEN}/multi-w32", _STAGE3), (f"{_GEN}/d4", _BUNDLED), (f"{_GEN}/w64", _BUNDLED),
-        (f"{_GEN}/w128", _STAGE3), (f"{_GEN}/d5", _STAGE3),  # resumed with --rule training/pna-multi-fmnist17/best
+        (f"{_GEN}/d5", _STAGE3),  # resumed with --rule training/pna-multi-fmnist17/best
     ), bold_if_beats="tuned Adam"),
     Column("stage 3, multiplier tuned", tuple(
         (f"{_GEN}/tuned-{net}", _BUNDLED) for net in ("w8", "w16", "w32", "w64", "w128", "d1", "d2", "d4", "d5")
