@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,23 @@ def test_recompute_gives_the_same_meta_gradient(tmp_path, data, rule):
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
     assert grads[0][1].abs().max() > 0
     torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-7)
+
+
+def test_a_run_that_skips_most_meta_updates_is_warned_about_once():
+    """Non-finite meta-gradients are skipped safely, but a run that skips most of them is
+    told so (once), with what to change."""
+    from gnnopt.training.trainer import SkipWatch
+
+    watch = SkipWatch(window=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for skipped in (True, True, False, False, True, True):  # never more than half of the last 4
+            watch.add(skipped)
+    with pytest.warns(RuntimeWarning, match="3 of the last 4 meta-gradients were non-finite"):
+        watch.add(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        watch.add(True)  # once per run
 
 
 def test_recompute_is_refused_for_greedy(tmp_path, capsys):

@@ -21,6 +21,8 @@ import json
 import math
 import signal
 import time
+import warnings
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,9 +437,11 @@ class MetaTrainer:
                 checkpoint.append_metrics(self.out, record)
         bar = _progress(cfg.outer_steps, self.step, self.progress)
         interrupted = _InterruptFlag()
+        skipped = SkipWatch()
         try:
             while self.step < cfg.outer_steps:
                 record = self.outer_step()
+                skipped.add(record["skipped"])
                 if self.step % cfg.eval_every == 0 or self.step == cfg.outer_steps:
                     record.update(self._select())
                 if self.dist.is_main:
@@ -544,6 +548,27 @@ def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc="meta-training", unit="outer")
+
+
+class SkipWatch:
+    """Warns, once per run, when most recent meta-gradients were non-finite and skipped.
+
+    A skipped update is safe (the rule is unchanged), but a run that skips most of them
+    is not training: its truncations are too long for a stable meta-gradient (the norms of
+    second-order gradients grow with the unroll until they overflow).
+    """
+
+    def __init__(self, window: int = 20) -> None:
+        self.recent: deque[bool] = deque(maxlen=window)
+        self.warned = False
+
+    def add(self, skipped: bool) -> None:
+        self.recent.append(skipped)
+        if not self.warned and len(self.recent) == self.recent.maxlen and 2 * sum(self.recent) > len(self.recent):
+            self.warned = True
+            warnings.warn(f"{sum(self.recent)} of the last {len(self.recent)} meta-gradients were non-finite and "
+                          "skipped: the rule is barely training. Try a shorter --unroll or --segment-steps, "
+                          "or a lower --lr.", RuntimeWarning, stacklevel=2)
 
 
 def _postfix(record: dict[str, Any], best: dict[str, Any] | None) -> dict[str, str]:
