@@ -63,8 +63,9 @@ def recipe_command(run: Path) -> str:
     return "\n".join(lines)
 
 
-def _rows(d: Path) -> list[dict]:
-    return json.loads((d / "results.json").read_text())["rows"]
+def _results(dirs: list[Path]) -> dict[Path, dict[str, Any]]:
+    """Each folder's ``results.json`` (its ``rows`` and ``command``), read once."""
+    return {d: json.loads((d / "results.json").read_text()) for d in dict.fromkeys(dirs)}
 
 
 def _tuned(rows: list[dict]) -> list[dict]:
@@ -72,16 +73,16 @@ def _tuned(rows: list[dict]) -> list[dict]:
     return [r for r in rows if "tuning_val_acc" in r]
 
 
-def summarize(eval_dirs: list[Path], labels: set[str], baseline_dirs: list[Path] = ()) -> list[str]:
-    """Sentences computed from the evaluations' ``results.json``: the margin of the rule (rows
-    labelled one of ``labels``) over each tuned baseline, and any fall between a reported
-    step and the end of a long run. A baseline is a row with a tuned learning rate in the
-    same folder, or in one of ``baseline_dirs``, on the same task, steps and seeds."""
+def summarize(results: dict[Path, dict[str, Any]], eval_dirs: list[Path], labels: set[str]) -> list[str]:
+    """Sentences computed from the evaluations' ``results.json`` (``results``, by folder: the
+    ``eval_dirs`` and the baselines' folders): the margin of the rule (rows labelled one of
+    ``labels``) over each tuned baseline, and any fall between a reported step and the end of
+    a long run. A baseline is a row with a tuned learning rate in the same folder, or in
+    another folder of ``results`` on the same task, steps and seeds."""
     lines = []
-    rows = {d: _rows(d) for d in [*eval_dirs, *baseline_dirs]}
-    tuned = [(d, r) for d, found in rows.items() for r in _tuned(found)]
+    tuned = [(d, r) for d, found in results.items() for r in _tuned(found["rows"])]
     for d in eval_dirs:
-        for row in (r for r in rows[d] if r["method"] in labels):
+        for row in (r for r in results[d]["rows"] if r["method"] in labels):
             for where, base in tuned:
                 same_run = (base["steps"], base["seeds"]) == (row["steps"], row["seeds"])
                 if base["task"] != row["task"] or (where != d and not same_run):
@@ -97,14 +98,13 @@ def summarize(eval_dirs: list[Path], labels: set[str], baseline_dirs: list[Path]
     return lines or ["these evaluations hold no tuned baseline and no long-run figure for this rule."]
 
 
-def baseline_table(baseline_dirs: list[Path]) -> str:
+def baseline_table(results: dict[Path, dict[str, Any]], baseline_dirs: list[Path]) -> str:
     """The tuned baselines' rows of ``baseline_dirs`` (their rules' rows left out) and the
-    commands that produced them."""
+    commands that produced them (``results``: the folders' ``results.json``)."""
     if not baseline_dirs:
         return ""
-    results = [json.loads((d / "results.json").read_text()) for d in baseline_dirs]
-    table = format_table([r for found in results for r in _tuned(found["rows"])])
-    commands = [f"- `{found.get('command', d)}`" for d, found in zip(baseline_dirs, results)]
+    table = format_table([r for d in baseline_dirs for r in _tuned(results[d]["rows"])])
+    commands = [f"- `{results[d].get('command', d)}`" for d in baseline_dirs]
     return "\n".join(["Tuned baselines measured in other folders, compared against above:", "", table,
                       "", "Commands:", *commands])
 
@@ -130,8 +130,9 @@ def model_card(name: str, run: Path, eval_dirs: list[Path], hardware: str, basel
     tasks = sorted({t for c in chain for t in c["tasks"]}, key=lambda t: (t != "fmnist17", t))
     trained_on = f"{', '.join(tasks)} (FashionMNIST)" if tasks else "FashionMNIST"
     labels = {f"{run.name}/best", name, str(run / "best")}
-    findings = "\n".join(f"- {line}" for line in summarize(eval_dirs, labels, list(baseline_dirs)))
-    baselines = baseline_table(list(baseline_dirs))
+    found = _results([*eval_dirs, *baseline_dirs])
+    findings = "\n".join(f"- {line}" for line in summarize(found, eval_dirs, labels))
+    baselines = baseline_table(found, list(baseline_dirs))
     if baselines:
         results += "\n\n" + baselines
     return f"""---
