@@ -221,3 +221,40 @@ def _same_nested(a, b) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_same_nested(x, y) for x, y in zip(a, b))
     return a == b
+
+
+def test_pna_log_step_head_scales_the_update_and_starts_as_a_no_op(tmp_path):
+    """``step_head_gain`` adds a zero-initialised head: the rule is unchanged until it moves,
+    then a log-step ``s`` multiplies every update by ``exp(gain * s)``. Off, it leaves the
+    config (so old checkpoints and their stored evaluations keep their fingerprints)."""
+    from gnnopt.hub import load_rule
+
+    torch.manual_seed(0)
+    plain = create("pna", hidden=8, layers=2)
+    assert "step_head_gain" not in plain.config and create("pna", step_head_gain=0.0).config == create("pna").config
+    headed = create("pna", hidden=8, layers=2, step_head_gain=2.0)
+    assert headed.config["step_head_gain"] == 2.0
+    missing, unexpected = headed.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["step_head.bias", "step_head.weight"] and not unexpected
+
+    def update(rule):
+        model = small_cnn()
+        torch.manual_seed(1)
+        model.load_state_dict(small_cnn().state_dict())
+        before = _flat(model)
+        opt = GNNOptimizer(model.named_parameters(), rule)
+        _backward(model, opt)
+        opt.step()
+        return _flat(model) - before
+
+    base = update(plain)
+    assert torch.equal(update(headed), base)
+    with torch.no_grad():
+        headed.step_head.bias.fill_(0.5)  # log-step 0.5 everywhere, times gain 2: exp(1)
+    torch.testing.assert_close(update(headed), base * torch.e, rtol=1e-4, atol=1e-7)  # float32 rounding of theta + delta
+    headed.save_pretrained(tmp_path / "headed")
+    torch.testing.assert_close(update(load_rule(tmp_path / "headed")), base * torch.e, rtol=1e-4, atol=1e-7)  # float32 rounding of theta + delta
+    with pytest.raises(ValueError, match="step_head_gain"):
+        create("pna", step_head_gain=-1.0)
+    with pytest.raises(ValueError, match="Invalid step_head_gain"):
+        create("pna", step_head_gain="big")

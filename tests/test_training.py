@@ -437,3 +437,26 @@ def test_pipeline_reraises_a_failed_backward():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_init_adds_a_log_step_head_to_a_saved_rule(tmp_path, data):
+    """``--init`` a saved ``pna`` into a run that turns ``step_head_gain`` on: the saved
+    weights are kept, the head starts at zero and meta-training moves it."""
+    base = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 1}, outer_steps=1, inner_steps=3,
+                       eval_every=1, embedded=True, seed=1)
+    meta_train(base, tmp_path / "base", data=data, progress=False)
+    saved = _weights(load_rule(str(tmp_path / "base" / "best")))
+    grown = TrainConfig(**{**base.to_dict(), "rule_config": {**base.rule_config, "step_head_gain": 10.0},
+                           "init": str(tmp_path / "base" / "best"), "objective": "tbptt", "unroll": 3})
+    tuned = MetaTrainer(grown, tmp_path / "tuned", data=data, progress=False)
+    weights = _weights(tuned.rule)
+    assert tuned.rule.config["step_head_gain"] == 10.0
+    assert all(torch.equal(weights[k], v) for k, v in saved.items())
+    assert not weights["step_head.weight"].any() and not weights["step_head.bias"].any()
+    tuned.outer_step()
+    assert _weights(tuned.rule)["step_head.bias"].abs().item() > 0
+    shrunk = TrainConfig(**{**grown.to_dict(), "rule_config": {"hidden": 8, "layers": 1},
+                            "init": str(tmp_path / "tuned")})
+    tuned.rule.save_pretrained(tmp_path / "tuned")
+    with pytest.raises(ValueError, match="--init"):  # a head can be added, not dropped
+        MetaTrainer(shrunk, tmp_path / "shrunk", data=data, progress=False)

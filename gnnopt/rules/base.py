@@ -41,6 +41,10 @@ class UpdateRule(nn.Module):
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]]
+    #: options added after checkpoints were shipped, with the value that keeps the old
+    #: architecture: left out of :attr:`config` at that value, so an old checkpoint's
+    #: ``config.json``, and the fingerprint that stored evaluations are keyed on, are unchanged
+    optional: ClassVar[dict[str, Any]] = {}
     #: whether the rule carries a state across optimizer steps (see ``pna_lstm``)
     stateful: ClassVar[bool] = False
     #: whether meta-training on a multi-core CPU should run each backward beside the next
@@ -51,20 +55,25 @@ class UpdateRule(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        unknown = set(config) - set(self.defaults)
+        valid = {**self.defaults, **self.optional}
+        unknown = set(config) - set(valid)
         if unknown:
-            raise ValueError(
-                f"Unknown option(s) {sorted(unknown)} for rule '{self.name}'; valid: {sorted(self.defaults)}"
-            )
-        merged = {**self.defaults, **config}
+            raise ValueError(f"Unknown option(s) {sorted(unknown)} for rule '{self.name}'; valid: {sorted(valid)}")
+        merged = {**self.defaults, **{k: v for k, v in config.items() if self.optional.get(k, ...) != v}}
         for key, value in merged.items():
-            if isinstance(self.defaults[key], int) and not isinstance(self.defaults[key], bool):
+            if isinstance(valid[key], int) and not isinstance(valid[key], bool):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise ValueError(f"Invalid {key}: {value!r} (a positive integer is required)")
+            elif isinstance(valid[key], float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"Invalid {key}: {value!r} (a number is required)")
         if not merged["update_scale"] > 0:
             raise ValueError(f"Invalid update_scale: {merged['update_scale']}")
         json.dumps(merged)  # config must be JSON-able
         self.config: dict[str, Any] = merged
+
+    def option(self, key: str) -> Any:
+        """The value of an option, including an :attr:`optional` one left out of the config."""
+        return self.config[key] if key in self.config else self.optional[key]
 
     # -- the graph this rule expects -------------------------------------------------
     @property

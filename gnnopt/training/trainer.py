@@ -502,18 +502,30 @@ class _InterruptFlag:
 
 def _initial_rule(cfg: TrainConfig) -> UpdateRule:
     """A fresh rule of ``cfg.rule``, or the saved rule ``cfg.init`` (which must be of that kind),
-    with its head taken from the saved rule ``cfg.init_head`` when that is set."""
+    with its head taken from the saved rule ``cfg.init_head`` when that is set.
+
+    The saved rule may lack :attr:`~gnnopt.rules.UpdateRule.optional` options that this run
+    turns on (e.g. ``pna``'s ``step_head_gain``): its weights are then loaded into the fresh
+    rule, whose added modules keep their initialisation (zero: the same function at first).
+    """
     from ..hub import load_rule
 
     fresh = create(cfg.rule, **cfg.rule_config)
     rule = fresh
     if cfg.init is not None:
         rule = load_rule(cfg.init)
-        if rule.name != cfg.rule or rule.config != fresh.config:
+        added = {k for k in set(fresh.config) - set(rule.config) if k in fresh.optional}
+        if rule.name != cfg.rule or {k: v for k, v in fresh.config.items() if k not in added} != rule.config:
             raise ValueError(
                 f"--init {cfg.init}: a {rule.name} rule with {rule.config}, but this run trains a "
                 f"{cfg.rule} rule with {fresh.config}"
             )
+        if added:
+            missing, unexpected = fresh.load_state_dict(rule.state_dict(), strict=False)
+            if unexpected:  # cannot happen while an added option only adds modules
+                raise ValueError(f"--init {cfg.init}: weights {unexpected} have no place in {fresh.config}")
+            print(f"--init {cfg.init}: options {sorted(added)} added; new weights {missing} start at their initialisation")
+            rule = fresh
     if cfg.init_head is not None:
         transplant_head(load_rule(cfg.init_head).head, rule.head, label=cfg.init_head)
     return rule
