@@ -4,8 +4,8 @@
 # networks and 100-step truncations as stage 4. Why: in stage 4 the magnitude output m has a
 # mean of 0.3-0.4 on every network, so exp(0.01 m) is 1.003-1.004 and the step size is the same
 # everywhere, while a tuned multiplier wants 8x on d1 and 0.5x on the deep nets. The head
-# starts at zero (outer step 0 is stage 4 itself); its gain of 10 lets a meta-update move the
-# log-step about 1,000 times further than it moves through m.
+# starts at zero (outer step 0 is stage 4 itself); with gain 10, its output counts ten times in
+# the log step (m counts 0.01 times).
 # Run from the repository root; `--resume` continues a stopped run.
 set -euo pipefail
 python -m gnnopt.training --task fmnist17,fmnist17-w8,fmnist17-d1,fmnist17-d2 --rule pna --objective tbptt \
