@@ -460,3 +460,31 @@ def test_init_adds_a_log_step_head_to_a_saved_rule(tmp_path, data):
     tuned.rule.save_pretrained(tmp_path / "tuned")
     with pytest.raises(ValueError, match="--init"):  # a head can be added, not dropped
         MetaTrainer(shrunk, tmp_path / "shrunk", data=data, progress=False)
+
+
+def test_train_only_meta_trains_the_named_modules_and_keeps_the_rest(tmp_path, data):
+    """``--train-only step_head``: the head added to a saved rule learns, every saved weight
+    stays exactly as loaded, and a resumed run keeps it that way."""
+    base = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 1}, outer_steps=1, inner_steps=3,
+                       eval_every=1, embedded=True, seed=1)
+    meta_train(base, tmp_path / "base", data=data, progress=False)
+    saved = _weights(load_rule(str(tmp_path / "base" / "best")))
+    head = TrainConfig(**{**base.to_dict(), "rule_config": {**base.rule_config, "step_head_gain": 10.0},
+                          "init": str(tmp_path / "base" / "best"), "objective": "tbptt", "unroll": 3,
+                          "outer_steps": 3, "lr": 1e-2, "train_only": "step_head"})
+    meta_train(head, tmp_path / "head", data=data, progress=False)
+    resumed = MetaTrainer(head, tmp_path / "head", data=data, progress=False)
+    resumed.resume()  # the meta-optimizer's state holds the head's parameters only
+    assert resumed.step == 3 and len(resumed.meta_opt.param_groups[0]["params"]) == 2
+    weights = _weights(resumed.rule)
+    assert all(torch.equal(weights[k], v) for k, v in saved.items())
+    assert weights["step_head.bias"].abs().item() > 0
+    assert json.loads((tmp_path / "head" / "config.json").read_text())["training"]["train_only"] == "step_head"
+
+
+@pytest.mark.parametrize("train_only, match", [("", "Invalid train_only"), ("gnn,,head", "Invalid train_only"),
+                                               ("nope", "no parameters under nope")])
+def test_train_only_rejects_names_that_select_nothing(tmp_path, data, train_only, match):
+    with pytest.raises(ValueError, match=match):
+        cfg = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 1}, embedded=True, train_only=train_only)
+        MetaTrainer(cfg, tmp_path / "x", data=data, progress=False)

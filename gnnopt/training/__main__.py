@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from a saved rule of the same kind and configuration (fine-tuning)")
     p.add_argument("--init-head", default=None, metavar="NAME_OR_DIR",
                    help="start the rule's head from a saved rule's head (e.g. a trained ff), graph inputs at zero")
+    p.add_argument("--train-only", default=None, metavar="MODULES",
+                   help="meta-train only the rule's parameters under these comma-separated module names "
+                        "(e.g. step_head); the rest keeps its initial values")
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--embedded", action="store_true", help="train on the small embedded FashionMNIST subset")
@@ -88,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every, eval_steps=args.eval_steps, eval_seeds=args.eval_seeds,
         save_every=args.save_every, seed=args.seed,
         embedded=args.embedded, init=args.init, init_head=args.init_head, segment_steps=args.segment_steps,
+        train_only=args.train_only,
     )
 
 

@@ -36,6 +36,11 @@ class TrainConfig:
     per meta-update (truncated meta-training; Metz et al. 2019). With several episodes per
     process, the first ones are cut short at staggered lengths so they do not all restart
     together.
+
+    ``train_only`` (when set) meta-trains only the rule's parameters under these
+    comma-separated module names (e.g. ``"step_head"``); the others keep their initial
+    (usually ``init``) values. A fine-tune can then learn one part of a saved rule, at its
+    own learning rate, without the rest drifting.
     """
 
     task: str = "fmnist17"
@@ -63,6 +68,7 @@ class TrainConfig:
     init: str | None = None
     init_head: str | None = None
     segment_steps: int | None = None
+    train_only: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not all(self.task_names):
@@ -80,6 +86,10 @@ class TrainConfig:
             isinstance(self.segment_steps, bool) or not isinstance(self.segment_steps, int) or self.segment_steps < 1
         ):
             raise ValueError(f"Invalid segment_steps: {self.segment_steps!r} (a positive integer or None)")
+        if self.train_only is not None and (
+            not isinstance(self.train_only, str) or not all(name.strip() for name in self.train_only.split(","))
+        ):
+            raise ValueError(f"Invalid train_only: {self.train_only!r} (module names separated by commas)")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ValueError(f"Invalid eval_steps: {self.eval_steps}")
         if self.random_inner_steps_after is not None and self.random_inner_steps_after < 0:
@@ -98,6 +108,11 @@ class TrainConfig:
     def task_names(self) -> list[str]:
         """``task`` split into its task names."""
         return [name.strip() for name in self.task.split(",")]
+
+    @property
+    def trained_modules(self) -> list[str]:
+        """The module names of ``train_only`` (empty: the whole rule is meta-trained)."""
+        return [name.strip() for name in self.train_only.split(",")] if self.train_only is not None else []
 
     @property
     def selection_steps(self) -> int:

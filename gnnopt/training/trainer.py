@@ -123,6 +123,23 @@ class Episode:
         return self.done >= self.length
 
 
+def _trained_parameters(rule: UpdateRule, modules: list[str]) -> list[torch.nn.Parameter]:
+    """The parameters meta-training updates: all of ``rule``'s, or those under ``modules``
+    (``train_only``); the others stop requiring gradients, so none are computed for them."""
+    if not modules:
+        return list(rule.parameters())
+    under = {m: [p for n, p in rule.named_parameters() if n == m or n.startswith(m + ".")] for m in modules}
+    missing = [m for m, params in under.items() if not params]
+    if missing:
+        tops = sorted({n.split(".")[0] for n, _ in rule.named_parameters()})
+        raise ValueError(f"Invalid train_only: rule {rule.name!r} has no parameters under {', '.join(missing)} "
+                         f"(its modules: {', '.join(tops)})")
+    trained = {id(p): p for params in under.values() for p in params}
+    for param in rule.parameters():
+        param.requires_grad_(id(param) in trained)
+    return list(trained.values())
+
+
 def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float, *,
                 pipeline: bool | None = None, recompute: bool = False) -> float:
     """Advance ``ep`` by ``steps`` inner steps, back-propagating ``weight *`` their mean
@@ -280,7 +297,8 @@ class MetaTrainer:
                             self.data.name, self.data.source)
         torch.manual_seed(cfg.seed)
         self.rule = _initial_rule(cfg).to(self.device)
-        self.meta_opt = torch.optim.AdamW(self.rule.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.meta_opt = torch.optim.AdamW(_trained_parameters(self.rule, cfg.trained_modules), lr=cfg.lr,
+                                          weight_decay=cfg.weight_decay)
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.progress = progress and self.dist.is_main
