@@ -21,7 +21,8 @@ from gnnopt.tasks import get_task
 from gnnopt.training import MetaTrainer, TrainConfig, checkpoint, meta_train
 from gnnopt.training.__main__ import main as training_main
 from gnnopt.training.checkpoint import read_metrics
-from gnnopt.training.trainer import episode_length, make_optimizee, run_episode
+from gnnopt.rules import FFRule
+from gnnopt.training.trainer import Episode, episode_length, make_optimizee, run_episode, run_segment
 
 HERE = Path(__file__).parent
 
@@ -86,7 +87,7 @@ def test_resume_is_exact(tmp_path, data):
         meta_train(other, tmp_path / "full", resume=True, data=data, progress=False)
 
 
-@pytest.mark.parametrize("objective,meta_batch", [("greedy", 2), ("tbptt", 1), ("tbptt", 2)])
+@pytest.mark.parametrize("objective,meta_batch", [("greedy", 2), ("tbptt", 1), ("tbptt", 2), ("es", 1)])
 def test_objectives_and_meta_batches_update_the_rule(tmp_path, data, objective, meta_batch):
     cfg = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 2}, objective=objective, unroll=3,
                       inner_steps=5, outer_steps=2, meta_batch_size=meta_batch, eval_every=10, embedded=True)
@@ -285,13 +286,13 @@ def test_segments_stagger_the_first_episodes_of_a_meta_batch(tmp_path, data):
     assert [r["episode_step"] for r in records] == [[0, 0], [0, 4], [4, 0]]
 
 
-@pytest.mark.parametrize("rule", ["ff", "pna_lstm"])
-def test_resume_mid_episode_is_exact(tmp_path, data, rule):
+@pytest.mark.parametrize("rule,objective", [("ff", "tbptt"), ("pna_lstm", "tbptt"), ("ff", "es")])
+def test_resume_mid_episode_is_exact(tmp_path, data, rule, objective):
     """A run stopped in the middle of persistent episodes resumes them exactly (task,
     parameters, momenta, recurrent state and batch stream), ending as the uninterrupted run does."""
     config = {"hidden": 8, "layers": 1} if rule == "pna_lstm" else {"hidden": 8}
     tasks = "fmnist17" if rule == "pna_lstm" else "fmnist17,fmnist17-w8"
-    cfg = TrainConfig(task=tasks, rule=rule, rule_config=config, objective="tbptt", unroll=2, inner_steps=9,
+    cfg = TrainConfig(task=tasks, rule=rule, rule_config=config, objective=objective, unroll=2, inner_steps=9,
                       segment_steps=4, meta_batch_size=2, outer_steps=6, eval_every=3, save_every=100,
                       embedded=True, lr=1e-3)
     full = meta_train(cfg, tmp_path / "full", data=data, progress=False)
@@ -488,3 +489,28 @@ def test_train_only_rejects_names_that_select_nothing(tmp_path, data, train_only
     with pytest.raises(ValueError, match=match):
         cfg = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 1}, embedded=True, train_only=train_only)
         MetaTrainer(cfg, tmp_path / "x", data=data, progress=False)
+
+
+def test_es_estimates_the_meta_gradient_that_back_propagation_computes(data):
+    """``objective="es"`` estimates, without differentiating through the unroll, the gradient
+    of the same meta-loss that second-order tbptt over the whole segment computes exactly."""
+    torch.manual_seed(0)
+    rule = FFRule(hidden=8, layers=1)
+    task = get_task("fmnist17-d1")
+
+    def segment(cfg):
+        rule.zero_grad(set_to_none=True)
+        ep = Episode.start(rule, make_optimizee(task, data, 5, rule.graph_options, "cpu"), 5, 4)
+        loss = run_segment(rule, ep, cfg, 4, 1.0)
+        return loss, torch.cat([p.grad.flatten() for p in rule.parameters()]), ep
+
+    exact_loss, exact, exact_ep = segment(TrainConfig(rule="ff", objective="tbptt", unroll=4, second_order=True))
+    es_loss, estimate, es_ep = segment(TrainConfig(rule="ff", objective="es", es_pairs=200, es_sigma=1e-2))
+    assert es_loss == pytest.approx(exact_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(exact_ep.params, es_ep.params))  # same end state
+    assert torch.nn.functional.cosine_similarity(exact, estimate, 0) > 0.85
+    assert 0.7 < estimate.norm() / exact.norm() < 1.4
+    with pytest.raises(ValueError, match="es_sigma"):
+        TrainConfig(objective="es", es_sigma=0)
+    with pytest.raises(ValueError, match="second_order"):
+        TrainConfig(objective="es", second_order=True)

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unroll", type=int, default=d.unroll, help="tbptt truncation length")
     p.add_argument("--second-order", action="store_true",
                    help="tbptt: back-propagate through the optimizee's gradients too (create_graph)")
+    p.add_argument("--es-pairs", type=int, default=d.es_pairs,
+                   help="es: antithetic pairs of perturbations per segment")
+    p.add_argument("--es-sigma", type=float, default=d.es_sigma, help="es: perturbation scale")
     p.add_argument("--inner-steps", type=int, default=d.inner_steps)
     p.add_argument("--outer-steps", type=int, default=d.outer_steps)
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size)
@@ -91,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every, eval_steps=args.eval_steps, eval_seeds=args.eval_seeds,
         save_every=args.save_every, seed=args.seed,
         embedded=args.embedded, init=args.init, init_head=args.init_head, segment_steps=args.segment_steps,
-        train_only=args.train_only,
+        train_only=args.train_only, es_pairs=args.es_pairs, es_sigma=args.es_sigma,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-OBJECTIVES = ("greedy", "tbptt")
+OBJECTIVES = ("greedy", "tbptt", "es")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,14 @@ class TrainConfig:
     per meta-update (truncated meta-training; Metz et al. 2019). With several episodes per
     process, the first ones are cut short at staggered lengths so they do not all restart
     together.
+
+    ``objective="es"`` estimates the meta-gradient without differentiating through the
+    unroll (antithetic evolution strategies; Salimans et al. 2017, Metz et al. 2019): each
+    segment is run ``2 * es_pairs + 1`` times from the same state on the same batches, with
+    the meta-trained parameters moved by ``+-es_sigma`` times a Gaussian draw, and the
+    differences of the meta-losses weight the draws. Its cost does not depend on how chaotic
+    the unroll is, but its noise grows with the number of parameters trained: pair it with
+    ``train_only`` on a small part of a rule.
 
     ``train_only`` (when set) meta-trains only the rule's parameters under these
     comma-separated module names (e.g. ``"step_head"``); the others keep their initial
@@ -69,6 +77,8 @@ class TrainConfig:
     init_head: str | None = None
     segment_steps: int | None = None
     train_only: str | None = None
+    es_pairs: int = 4
+    es_sigma: float = 0.01
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not all(self.task_names):
@@ -76,16 +86,18 @@ class TrainConfig:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"Invalid objective: {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
         for name in ("unroll", "inner_steps", "outer_steps", "meta_batch_size", "eval_every", "eval_seeds",
-                     "save_every"):
+                     "save_every", "es_pairs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r} (a positive integer is required)")
         if self.second_order and self.objective != "tbptt":
-            raise ValueError("second_order needs objective='tbptt' (greedy detaches the optimizee every step)")
+            raise ValueError("second_order needs objective='tbptt' (greedy and es do not differentiate through the inner steps)")
         if self.segment_steps is not None and (
             isinstance(self.segment_steps, bool) or not isinstance(self.segment_steps, int) or self.segment_steps < 1
         ):
             raise ValueError(f"Invalid segment_steps: {self.segment_steps!r} (a positive integer or None)")
+        if isinstance(self.es_sigma, bool) or not isinstance(self.es_sigma, (int, float)) or not self.es_sigma > 0:
+            raise ValueError(f"Invalid es_sigma: {self.es_sigma!r} (a positive number is required)")
         if self.train_only is not None and (
             not isinstance(self.train_only, str) or not all(name.strip() for name in self.train_only.split(","))
         ):

@@ -173,6 +173,9 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
                 params = [p.detach() for p in new]
                 momenta = result.momenta
                 state = _detach(result.rule_state)
+    elif cfg.objective == "es":
+        total, (params, momenta, state) = _es_segment(rule, ep, cfg, steps, weight)
+        count = 1
     else:  # tbptt: truncations of `unroll` steps; each step's loss is on its next batch
         # (no pipeline: a truncation's backward beside the next one's forward measured slower)
         update = functools.partial(recomputed, learned_update, use_reentrant=False) if recompute else learned_update
@@ -203,6 +206,48 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
     ep.params, ep.momenta, ep.rule_state = [p.detach() for p in params], [m.detach() for m in momenta], state
     ep.done += steps
     return total / max(count, 1)
+
+
+def _rollout(rule: UpdateRule, ep: Episode, batches: list[tuple[Tensor, Tensor]]):
+    """Run ``len(batches) - 1`` inner steps from ``ep``'s state without a graph through the
+    rule; returns the mean meta-loss (each update's loss on the next batch) and the end state."""
+    opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
+    total = 0.0
+    for t in range(len(batches) - 1):
+        leaves = [p.detach().requires_grad_() for p in params]
+        grads = torch.autograd.grad(opt.loss(leaves, batches[t]), leaves)
+        with torch.no_grad():
+            result = learned_update(rule, opt.graph, [p.detach() for p in leaves], grads, momenta, state)
+            params = [p.detach() + u for p, u in zip(leaves, result.updates)]
+            momenta, state = result.momenta, result.rule_state
+            total += opt.loss(params, batches[t + 1]).item()
+    return total / (len(batches) - 1), (params, momenta, state)
+
+
+def _es_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float):
+    """The ``es`` objective for one segment: antithetic Gaussian perturbations of the trained
+    parameters, each pair run on the same batches from the same state, and ``weight *`` the
+    estimated meta-gradient added to their ``.grad``. Then the segment is run once more with
+    the parameters as they are, to advance the episode; returns that run's mean meta-loss
+    and end state. The draws are seeded by the episode and its position, so a resumed run
+    repeats them."""
+    batches = [ep.optimizee.stream.next() for _ in range(steps + 1)]
+    trained = [p for p in rule.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed((ep.seed * 1_000_003 + ep.done) % 2**62)
+    scale = weight / (2 * cfg.es_sigma * cfg.es_pairs)
+    for _ in range(cfg.es_pairs):
+        noise = [torch.randn(p.shape, generator=gen).to(p) for p in trained]
+        losses = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                torch._foreach_add_(trained, noise, alpha=sign * cfg.es_sigma)
+            losses.append(_rollout(rule, ep, batches)[0])
+            with torch.no_grad():
+                torch._foreach_add_(trained, noise, alpha=-sign * cfg.es_sigma)
+        for p, n in zip(trained, noise):
+            step = n * ((losses[0] - losses[1]) * scale)
+            p.grad = step if p.grad is None else p.grad.add_(step)
+    return _rollout(rule, ep, batches)
 
 
 def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float, *,
