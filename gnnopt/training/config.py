@@ -91,7 +91,8 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r} (a positive integer is required)")
         if self.second_order and self.objective != "tbptt":
-            raise ValueError("second_order needs objective='tbptt' (greedy and es do not differentiate through the inner steps)")
+            raise ValueError("second_order needs objective='tbptt' "
+                             "(greedy and es do not differentiate through the inner steps)")
         if self.segment_steps is not None and (
             isinstance(self.segment_steps, bool) or not isinstance(self.segment_steps, int) or self.segment_steps < 1
         ):

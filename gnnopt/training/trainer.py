@@ -155,6 +155,8 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
     activations dominate a truncation's memory, so this makes long unrolls fit, for about
     one more rule forward per step; the gradients are the same up to float rounding
     (``benchmarks/recompute.py`` measures both).
+
+    With ``es``, nothing is back-propagated through the steps: see :func:`_es_segment`.
     """
     opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
     total, count = 0.0, 0
@@ -234,19 +236,22 @@ def _es_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
     batches = [ep.optimizee.stream.next() for _ in range(steps + 1)]
     trained = [p for p in rule.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed((ep.seed * 1_000_003 + ep.done) % 2**62)
+    centre = [p.detach().clone() for p in trained]
     scale = weight / (2 * cfg.es_sigma * cfg.es_pairs)
     for _ in range(cfg.es_pairs):
         noise = [torch.randn(p.shape, generator=gen).to(p) for p in trained]
         losses = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
-                torch._foreach_add_(trained, noise, alpha=sign * cfg.es_sigma)
+                for p, c, n in zip(trained, centre, noise):
+                    p.copy_(c + sign * cfg.es_sigma * n)
             losses.append(_rollout(rule, ep, batches)[0])
-            with torch.no_grad():
-                torch._foreach_add_(trained, noise, alpha=-sign * cfg.es_sigma)
         for p, n in zip(trained, noise):
             step = n * ((losses[0] - losses[1]) * scale)
             p.grad = step if p.grad is None else p.grad.add_(step)
+    with torch.no_grad():
+        for p, c in zip(trained, centre):
+            p.copy_(c)
     return _rollout(rule, ep, batches)
 
 
