@@ -465,7 +465,7 @@ def test_init_adds_a_log_step_head_to_a_saved_rule(tmp_path, data):
 
 def test_train_only_meta_trains_the_named_modules_and_keeps_the_rest(tmp_path, data):
     """``--train-only step_head``: the head added to a saved rule learns, every saved weight
-    stays exactly as loaded, and a resumed run keeps it that way."""
+    stays exactly as loaded, and the saved meta-optimizer state resumes with the head alone."""
     base = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 1}, outer_steps=1, inner_steps=3,
                        eval_every=1, embedded=True, seed=1)
     meta_train(base, tmp_path / "base", data=data, progress=False)

@@ -99,9 +99,7 @@ class TrainConfig:
             raise ValueError(f"Invalid segment_steps: {self.segment_steps!r} (a positive integer or None)")
         if isinstance(self.es_sigma, bool) or not isinstance(self.es_sigma, (int, float)) or not self.es_sigma > 0:
             raise ValueError(f"Invalid es_sigma: {self.es_sigma!r} (a positive number is required)")
-        if self.train_only is not None and (
-            not isinstance(self.train_only, str) or not all(name.strip() for name in self.train_only.split(","))
-        ):
+        if self.train_only is not None and (not isinstance(self.train_only, str) or not all(self.trained_modules)):
             raise ValueError(f"Invalid train_only: {self.train_only!r} (module names separated by commas)")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ValueError(f"Invalid eval_steps: {self.eval_steps}")
