@@ -116,6 +116,12 @@ def test_init_starts_from_a_saved_rule(tmp_path, data):
     other = TrainConfig(**{**base.to_dict(), "rule_config": {"hidden": 16}, "init": str(tmp_path / "base")})
     with pytest.raises(ValueError, match="--init"):
         MetaTrainer(other, tmp_path / "other", data=data, progress=False)
+    # options not given are the saved rule's: no need to repeat hidden 8
+    bare = TrainConfig(**{**base.to_dict(), "rule_config": {}, "init": str(tmp_path / "base" / "best")})
+    again = MetaTrainer(bare, tmp_path / "bare", data=data, progress=False)
+    assert again.rule.config == tuned.rule.config and again.rule.config["hidden"] == 8
+    for k, v in _weights(again.rule).items():
+        assert torch.equal(v, saved[k]), k
 
 
 def test_a_fine_tune_selects_against_its_starting_rule(tmp_path, data):
@@ -456,9 +462,13 @@ def test_init_adds_a_log_step_head_to_a_saved_rule(tmp_path, data):
     assert not weights["step_head.weight"].any() and not weights["step_head.bias"].any()
     tuned.outer_step()
     assert _weights(tuned.rule)["step_head.bias"].abs().item() > 0
-    shrunk = TrainConfig(**{**grown.to_dict(), "rule_config": {"hidden": 8, "layers": 1},
-                            "init": str(tmp_path / "tuned")})
     tuned.rule.save_pretrained(tmp_path / "tuned")
+    kept = TrainConfig(**{**grown.to_dict(), "rule_config": {"hidden": 8, "layers": 1},
+                          "init": str(tmp_path / "tuned")})
+    again = MetaTrainer(kept, tmp_path / "kept", data=data, progress=False)  # not given: the saved gain
+    assert again.rule.config["step_head_gain"] == 10.0
+    assert torch.equal(_weights(again.rule)["step_head.bias"], _weights(tuned.rule)["step_head.bias"])
+    shrunk = TrainConfig(**{**kept.to_dict(), "rule_config": {"hidden": 8, "layers": 1, "step_head_gain": 0.0}})
     with pytest.raises(ValueError, match="--init"):  # a head can be added, not dropped
         MetaTrainer(shrunk, tmp_path / "shrunk", data=data, progress=False)
 

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seeds", type=int, default=d.eval_seeds,
                    help="validation episodes averaged for model selection")
     p.add_argument("--init", default=None, metavar="NAME_OR_DIR",
-                   help="start from a saved rule of the same kind and configuration (fine-tuning)")
+                   help="start from a saved rule of the same kind (fine-tuning); options not given take its values")
     p.add_argument("--init-head", default=None, metavar="NAME_OR_DIR",
                    help="start the rule's head from a saved rule's head (e.g. a trained ff), graph inputs at zero")
     p.add_argument("--train-only", default=None, metavar="MODULES",

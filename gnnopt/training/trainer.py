@@ -572,16 +572,20 @@ def _initial_rule(cfg: TrainConfig) -> UpdateRule:
     """A fresh rule of ``cfg.rule``, or the saved rule ``cfg.init`` (which must be of that kind),
     with its head taken from the saved rule ``cfg.init_head`` when that is set.
 
+    With ``cfg.init``, options missing from ``cfg.rule_config`` take the saved rule's values, so
+    a fine-tune needs no repeat of them; an option given explicitly must match the saved rule.
     The saved rule may lack :attr:`~gnnopt.rules.UpdateRule.optional` options that this run
     turns on (e.g. ``pna``'s ``step_head_gain``): its weights are then loaded into the fresh
     rule, whose added modules keep their initialisation (zero: the same function at first).
     """
     from ..hub import load_rule
 
-    fresh = create(cfg.rule, **cfg.rule_config)
+    saved = load_rule(cfg.init) if cfg.init is not None else None
+    defaults = saved.config if saved is not None and saved.name == cfg.rule else {}
+    fresh = create(cfg.rule, **{**defaults, **cfg.rule_config})
     rule = fresh
-    if cfg.init is not None:
-        rule = load_rule(cfg.init)
+    if saved is not None:
+        rule = saved
         added = {k for k in set(fresh.config) - set(rule.config) if k in fresh.optional}
         if rule.name != cfg.rule or {k: v for k, v in fresh.config.items() if k not in added} != rule.config:
             raise ValueError(

@@ -5,7 +5,7 @@
 # episodes of the PNA rule's stages 2-3 (which made its long runs improve instead of decay)
 # with its stage-4 truncation length. Run from the repository root; `--resume` continues it.
 set -euo pipefail
-python -m gnnopt.training --task fmnist17,fmnist17-w8,fmnist17-d1,fmnist17-d2 --rule lstm --objective tbptt \
+python -m gnnopt.training --task fmnist17,fmnist17-w8,fmnist17-d1,fmnist17-d2 --rule lstm --rule-config '{"head_hidden": 64}' --objective tbptt \
   --unroll 100 --second-order --inner-steps 2000 --random-inner-steps-after 0 --random-inner-steps-min 0.5 \
   --random-inner-steps-max 2.5 --segment-steps 100 --outer-steps 200 --meta-batch-size 1 --lr 1e-4 \
   --weight-decay 1e-4 --clip 1.0 --warmup-steps 5 --eval-every 50 --eval-steps 2000 --eval-seeds 2 \
