@@ -524,3 +524,30 @@ def test_es_estimates_the_meta_gradient_that_back_propagation_computes(data):
         TrainConfig(objective="es", es_sigma=0)
     with pytest.raises(ValueError, match="second_order"):
         TrainConfig(objective="es", second_order=True)
+
+
+def test_es_tail_scores_the_runs_on_their_last_steps(data):
+    """``es_tail``: the perturbed runs are scored on their last steps only. A tail as long as
+    the segment is the default; a shorter one estimates another gradient, from the same draws,
+    while the reported meta-loss (the unperturbed run over the whole segment) and the end
+    state stay the same."""
+    torch.manual_seed(0)
+    rule = FFRule(hidden=8, layers=1)
+    task = get_task("fmnist17-d1")
+
+    def segment(cfg):
+        rule.zero_grad(set_to_none=True)
+        ep = Episode.start(rule, make_optimizee(task, data, 5, rule.graph_options, "cpu"), 5, 6)
+        loss = run_segment(rule, ep, cfg, 6, 1.0)
+        return loss, torch.cat([p.grad.flatten() for p in rule.parameters()]), ep
+
+    base = dict(rule="ff", objective="es", es_pairs=8, es_sigma=1e-2)
+    loss, grad, ep = segment(TrainConfig(**base))
+    whole_loss, whole, _ = segment(TrainConfig(**base, es_tail=6))
+    tail_loss, tail, tail_ep = segment(TrainConfig(**base, es_tail=2))
+    assert whole_loss == loss and torch.equal(whole, grad)
+    assert tail_loss == loss and all(torch.equal(a, b) for a, b in zip(ep.params, tail_ep.params))
+    assert torch.isfinite(tail).all() and not torch.allclose(tail, grad)
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(ValueError, match="es_tail"):
+            TrainConfig(objective="es", es_tail=bad)

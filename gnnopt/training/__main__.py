@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--es-pairs", type=int, default=d.es_pairs,
                    help="es: antithetic pairs of perturbations per segment")
     p.add_argument("--es-sigma", type=float, default=d.es_sigma, help="es: perturbation scale")
+    p.add_argument("--es-tail", type=int, default=d.es_tail, metavar="K",
+                   help="es: the meta-loss is the mean loss of each run's last K steps (default: all)")
     p.add_argument("--inner-steps", type=int, default=d.inner_steps)
     p.add_argument("--outer-steps", type=int, default=d.outer_steps)
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size)
@@ -95,6 +97,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         save_every=args.save_every, seed=args.seed,
         embedded=args.embedded, init=args.init, init_head=args.init_head, segment_steps=args.segment_steps,
         train_only=args.train_only, es_pairs=args.es_pairs, es_sigma=args.es_sigma,
+        es_tail=args.es_tail,
     )
 
 

@@ -43,7 +43,10 @@ class TrainConfig:
     the meta-trained parameters moved by ``+-es_sigma`` times a Gaussian draw, and the
     differences of the meta-losses weight the draws. Its cost does not depend on how chaotic
     the unroll is, but its noise grows with the number of parameters trained: pair it with
-    ``train_only`` on a small part of a rule.
+    ``train_only`` on a small part of a rule. ``es_tail`` (when set) makes each run's
+    meta-loss the mean loss of only its last ``es_tail`` steps, e.g. the end of a whole episode
+    (``segment_steps`` unset), which is what an evaluation reads; the mean over all steps
+    rewards early progress instead.
 
     ``train_only`` (when set) meta-trains only the rule's parameters under these
     comma-separated module names (e.g. ``"step_head"``); the others keep their initial
@@ -79,6 +82,7 @@ class TrainConfig:
     train_only: str | None = None
     es_pairs: int = 4
     es_sigma: float = 0.01
+    es_tail: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not all(self.task_names):
@@ -99,6 +103,10 @@ class TrainConfig:
             raise ValueError(f"Invalid segment_steps: {self.segment_steps!r} (a positive integer or None)")
         if isinstance(self.es_sigma, bool) or not isinstance(self.es_sigma, (int, float)) or not self.es_sigma > 0:
             raise ValueError(f"Invalid es_sigma: {self.es_sigma!r} (a positive number is required)")
+        if self.es_tail is not None and (
+            isinstance(self.es_tail, bool) or not isinstance(self.es_tail, int) or self.es_tail < 1
+        ):
+            raise ValueError(f"Invalid es_tail: {self.es_tail!r} (a positive integer or None)")
         if self.train_only is not None and (not isinstance(self.train_only, str) or not all(self.trained_modules)):
             raise ValueError(f"Invalid train_only: {self.train_only!r} (module names separated by commas)")
         if self.eval_steps is not None and self.eval_steps < 1:

@@ -212,9 +212,9 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
 
 def _rollout(rule: UpdateRule, ep: Episode, batches: list[tuple[Tensor, Tensor]]):
     """Run ``len(batches) - 1`` inner steps from ``ep``'s state without a graph through the
-    rule; returns the mean meta-loss (each update's loss on the next batch) and the end state."""
+    rule; returns the meta-losses (each update's loss on the next batch) and the end state."""
     opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
-    total = 0.0
+    losses = []
     for t in range(len(batches) - 1):
         leaves = [p.detach().requires_grad_() for p in params]
         grads = torch.autograd.grad(opt.loss(leaves, batches[t]), leaves)
@@ -222,8 +222,8 @@ def _rollout(rule: UpdateRule, ep: Episode, batches: list[tuple[Tensor, Tensor]]
             result = learned_update(rule, opt.graph, [p.detach() for p in leaves], grads, momenta, state)
             params = [p.detach() + u for p, u in zip(leaves, result.updates)]
             momenta, state = result.momenta, result.rule_state
-            total += opt.loss(params, batches[t + 1]).item()
-    return total / (len(batches) - 1), (params, momenta, state)
+            losses.append(opt.loss(params, batches[t + 1]).item())
+    return losses, (params, momenta, state)
 
 
 def _es_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float):
@@ -231,8 +231,8 @@ def _es_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
     parameters, each pair run on the same batches from the same state, and ``weight *`` the
     estimated meta-gradient added to their ``.grad``. Then the segment is run once more with
     the parameters as they are, to advance the episode; returns that run's mean meta-loss
-    and end state. The draws are seeded by the episode and its position, so a resumed run
-    repeats them."""
+    and end state. With ``cfg.es_tail``, the perturbed runs are scored on their last steps only.
+    The draws are seeded by the episode and its position, so a resumed run repeats them."""
     batches = [ep.optimizee.stream.next() for _ in range(steps + 1)]
     trained = [p for p in rule.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed((ep.seed * 1_000_003 + ep.done) % 2**62)
@@ -245,14 +245,17 @@ def _es_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
             with torch.no_grad():
                 for p, c, n in zip(trained, centre, noise):
                     p.copy_(c + sign * cfg.es_sigma * n)
-            losses.append(_rollout(rule, ep, batches)[0])
+            run = _rollout(rule, ep, batches)[0]
+            tail = run[-cfg.es_tail:] if cfg.es_tail is not None else run
+            losses.append(sum(tail) / len(tail))
         for p, n in zip(trained, noise):
             step = n * ((losses[0] - losses[1]) * scale)
             p.grad = step if p.grad is None else p.grad.add_(step)
     with torch.no_grad():
         for p, c in zip(trained, centre):
             p.copy_(c)
-    return _rollout(rule, ep, batches)
+    run, end = _rollout(rule, ep, batches)
+    return sum(run) / len(run), end
 
 
 def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float, *,
