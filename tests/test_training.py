@@ -501,21 +501,24 @@ def test_train_only_rejects_names_that_select_nothing(tmp_path, data, train_only
         MetaTrainer(cfg, tmp_path / "x", data=data, progress=False)
 
 
+def _one_segment(rule, cfg, data, steps):
+    """Run one ``steps``-step segment of a fresh d1 episode (seed 5) under ``cfg``; returns the
+    reported meta-loss, the rule's flattened meta-gradient and the episode."""
+    rule.zero_grad(set_to_none=True)
+    ep = Episode.start(rule, make_optimizee(get_task("fmnist17-d1"), data, 5, rule.graph_options, "cpu"), 5, steps)
+    loss = run_segment(rule, ep, cfg, steps, 1.0)
+    return loss, torch.cat([p.grad.flatten() for p in rule.parameters()]), ep
+
+
 def test_es_estimates_the_meta_gradient_that_back_propagation_computes(data):
     """``objective="es"`` estimates, without differentiating through the unroll, the gradient
     of the same meta-loss that second-order tbptt over the whole segment computes exactly."""
     torch.manual_seed(0)
     rule = FFRule(hidden=8, layers=1)
-    task = get_task("fmnist17-d1")
-
-    def segment(cfg):
-        rule.zero_grad(set_to_none=True)
-        ep = Episode.start(rule, make_optimizee(task, data, 5, rule.graph_options, "cpu"), 5, 4)
-        loss = run_segment(rule, ep, cfg, 4, 1.0)
-        return loss, torch.cat([p.grad.flatten() for p in rule.parameters()]), ep
-
-    exact_loss, exact, exact_ep = segment(TrainConfig(rule="ff", objective="tbptt", unroll=4, second_order=True))
-    es_loss, estimate, es_ep = segment(TrainConfig(rule="ff", objective="es", es_pairs=200, es_sigma=1e-2))
+    exact_loss, exact, exact_ep = _one_segment(
+        rule, TrainConfig(rule="ff", objective="tbptt", unroll=4, second_order=True), data, 4)
+    es_loss, estimate, es_ep = _one_segment(
+        rule, TrainConfig(rule="ff", objective="es", es_pairs=200, es_sigma=1e-2), data, 4)
     assert es_loss == pytest.approx(exact_loss, rel=1e-5)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(exact_ep.params, es_ep.params))  # same end state
     assert torch.nn.functional.cosine_similarity(exact, estimate, 0) > 0.85
@@ -533,18 +536,10 @@ def test_es_tail_scores_the_runs_on_their_last_steps(data):
     state stay the same."""
     torch.manual_seed(0)
     rule = FFRule(hidden=8, layers=1)
-    task = get_task("fmnist17-d1")
-
-    def segment(cfg):
-        rule.zero_grad(set_to_none=True)
-        ep = Episode.start(rule, make_optimizee(task, data, 5, rule.graph_options, "cpu"), 5, 6)
-        loss = run_segment(rule, ep, cfg, 6, 1.0)
-        return loss, torch.cat([p.grad.flatten() for p in rule.parameters()]), ep
-
     base = dict(rule="ff", objective="es", es_pairs=8, es_sigma=1e-2)
-    loss, grad, ep = segment(TrainConfig(**base))
-    whole_loss, whole, _ = segment(TrainConfig(**base, es_tail=6))
-    tail_loss, tail, tail_ep = segment(TrainConfig(**base, es_tail=2))
+    loss, grad, ep = _one_segment(rule, TrainConfig(**base), data, 6)
+    whole_loss, whole, _ = _one_segment(rule, TrainConfig(**base, es_tail=6), data, 6)
+    tail_loss, tail, tail_ep = _one_segment(rule, TrainConfig(**base, es_tail=2), data, 6)
     assert whole_loss == loss and torch.equal(whole, grad)
     assert tail_loss == loss and all(torch.equal(a, b) for a, b in zip(ep.params, tail_ep.params))
     assert torch.isfinite(tail).all() and not torch.allclose(tail, grad)
