@@ -26,11 +26,12 @@ import time
 import torch
 from torch.nn import functional as F
 
-from gnnopt.data import load_dataset
+from gnnopt.bench.data import load_dataset
 from gnnopt.runtime import keep_freed_memory
-from gnnopt.tasks import get_task
+from gnnopt.bench.tasks import get_task
 from gnnopt.training import MetaTrainer, TrainConfig
-from gnnopt.training.trainer import make_optimizee, run_episode
+from gnnopt.training.episodes import make_optimizee
+from gnnopt.training.objectives import run_episode
 
 REFERENCE_MS = {"ff": 33.0, "pna": 150.0}  # issue 3: the reference inner steps
 

@@ -27,10 +27,11 @@ def _rss_mib() -> float:
 
 
 def measure(task_name: str, rule_name: str, unroll: int, recompute: bool, repeats: int) -> dict:
-    from gnnopt.data import load_dataset
+    from gnnopt.bench.data import load_dataset
     from gnnopt.runtime import keep_freed_memory
     from gnnopt.training import MetaTrainer, TrainConfig
-    from gnnopt.training.trainer import Episode, make_optimizee, run_segment
+    from gnnopt.training.episodes import Episode, make_optimizee
+    from gnnopt.training.objectives import run_segment
 
     keep_freed_memory()
     cfg = TrainConfig(task=task_name, rule=rule_name, objective="tbptt", unroll=unroll, second_order=True,

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from gnnopt import GNNOptimizer
 from gnnopt.rules import create
-from gnnopt.tasks import get_task
+from gnnopt.bench.tasks import get_task
 
 
 def _timed(fn, device: torch.device) -> float:

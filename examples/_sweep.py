@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gnnopt import list_pretrained
-from gnnopt.data import Dataset
-from gnnopt.eval import DEFAULT_RULE_LR_GRID, RunStore, compare, format_table, rule_labels, write_outputs
-from gnnopt.hub import load_rule
+from gnnopt.bench.data import Dataset
+from gnnopt.bench.protocol import DEFAULT_RULE_LR_GRID, compare
+from gnnopt.bench.report import format_table, rule_labels, write_outputs
+from gnnopt.bench.store import RunStore
+from gnnopt.rules import load_rule
 from gnnopt.rules import UpdateRule
 from gnnopt.runtime import keep_freed_memory
 
@@ -129,7 +131,7 @@ def check_subset(p: argparse.ArgumentParser, option: str, picked: Sequence[int],
 
 def cifar10_main(argv, *, doc: str, tasks: dict[int, str], axis: str, script: str) -> int:
     """The CIFAR-10 sweep scripts' shared ``main``: ``--<axis>s`` picks keys of ``tasks``."""
-    from gnnopt.data import load_dataset, synthetic_cifar10
+    from gnnopt.bench.data import load_dataset, synthetic_cifar10
 
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     add_common_args(p, out=f"results/cifar10-{axis}")

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gnnopt import GNNOptimizer, list_pretrained
-from gnnopt.hub import load_rule
+from gnnopt.rules import load_rule
 from gnnopt.rules import create
 
 

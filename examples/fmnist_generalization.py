@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gnnopt.data import load_dataset
+from gnnopt.bench.data import load_dataset
 
 from _sweep import NOT_A_RESULT, add_common_args, check_subset, command_line, parse_ints, resolve_rules, run_sweep, settings
 

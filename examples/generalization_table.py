@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gnnopt.tasks import get_task
+from gnnopt.bench.tasks import get_task
 
 #: the networks of the table, in its order: (row label, task name, sweep axis, axis value)
 NETWORKS: tuple[tuple[str, str, str, int], ...] = (
@@ -53,6 +53,7 @@ class Column:
 
 
 _GEN = "results/fmnist-generalization"
+_TASK17 = "results/fmnist17"  # task 17's evaluations, copied from the run folders (at a2a8660) that held them
 _BUNDLED = "pna-fmnist17"  # the bundled rule's label: stage 3 in d4, w64 and tuned-* (stage 1 in the first sweeps)
 _STAGE3 = "pna-multi-fmnist17/best"
 _STAGE4 = "pna-unroll100/best"
@@ -63,7 +64,7 @@ _STAGE4 = "pna-unroll100/best"
 #: no longer a column: stages 3 and 4 supersede it).
 COLUMNS: tuple[Column, ...] = (
     Column("`pna-fmnist17` (bundled: stage 4)", (
-        ("training/experiments/pna-unroll100/eval-1000", _STAGE4), (f"{_GEN}/u100-w8-d1-d2", _STAGE4),
+        (f"{_TASK17}/pna-unroll100-eval-1000", _STAGE4), (f"{_GEN}/u100-w8-d1-d2", _STAGE4),
         (f"{_GEN}/u100-w32", _STAGE4), *((f"{_GEN}/u100-{net}", _STAGE4) for net in ("w64", "d4", "d5")),
         (f"{_GEN}/w128", _STAGE4),  # with Adam: --rule training/experiments/pna-unroll100/best
     ), bold_if_beats="tuned Adam"),
@@ -72,7 +73,7 @@ COLUMNS: tuple[Column, ...] = (
         *((f"{_GEN}/u100-tuned-{net}", _STAGE4) for net in ("w16", "w32", "w64", "w128", "d2", "d4", "d5")),
     ), bold_if_beats="tuned Adam"),
     Column("stage 3", (
-        ("training/pna-multi-fmnist17/eval-1000", _STAGE3), (f"{_GEN}/multi-w8-d1-d2", _STAGE3),
+        (f"{_TASK17}/pna-multi-fmnist17-eval-1000", _STAGE3), (f"{_GEN}/multi-w8-d1-d2", _STAGE3),
         (f"{_GEN}/multi-w32", _STAGE3), (f"{_GEN}/d4", _BUNDLED), (f"{_GEN}/w64", _BUNDLED),
         (f"{_GEN}/d5", _STAGE3),  # resumed with --rule training/pna-multi-fmnist17/best
     ), bold_if_beats="tuned Adam"),

@@ -13,13 +13,17 @@ import sys
 from pathlib import Path
 
 
-from .baselines import make_baseline
-from .data import load_dataset
-from .eval import plot_curves, rule_labels, train_optimizee
-from .hub import list_pretrained, load_rule
+import torch
+
+from .bench.baselines import make_baseline
+from .bench.data import load_dataset
+from .bench.protocol import train_optimizee
+from .bench.report import plot_curves, rule_labels
+from .bench.tasks import get_task
+from .hub import list_pretrained
 from .optimizer import GNNOptimizer
+from .rules import load_rule
 from .runtime import keep_freed_memory
-from .tasks import get_task
 
 PREFERRED = "pna-fmnist17"
 
@@ -46,12 +50,17 @@ def main(argv=None) -> int:
     if name is None:
         print("error: no pretrained rule is bundled with this install; pass --rule DIR_OR_HUB_ID", file=sys.stderr)
         return 2
+    try:
+        device = _check_device(args.device)
+        rule = load_rule(name).to(device)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from tqdm.auto import tqdm
 
     keep_freed_memory()
     task = get_task("fmnist17")
-    data = load_dataset("fmnist", embedded=True, device=args.device)
-    rule = load_rule(name).to(args.device)
+    data = load_dataset("fmnist", embedded=True, device=device)
     print(f"task 17 CNN ({task.num_params():,} parameters) on {data.source}; {args.steps} steps, batch 128")
     methods = {
         f"gnnopt {next(iter(rule_labels([name])))}": lambda m: GNNOptimizer(m.named_parameters(), rule),
@@ -82,6 +91,19 @@ def main(argv=None) -> int:
     except ImportError as err:
         print(f"\n(no plot: {err})")
     return 0
+
+
+def _check_device(name: str) -> torch.device:
+    """``torch.device(name)``, refusing a device this machine does not have."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"Invalid --device {name!r} ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine (use --device cpu)")
+    return device
 
 
 def _counting(make, bar):

@@ -71,7 +71,9 @@ def learned_update(
     keep = (lambda t: t) if second_order else (lambda t: t.detach())
     theta = torch.cat([keep(p).reshape(-1).float() for p in params])
     grad = torch.cat([keep(g).reshape(-1).float() for g in grads])
-    old = torch.cat([m.reshape(len(BETAS), -1) for m in momenta], dim=1)
+    # momenta are float32 like the features; cast any other (a state cast to a float64 or
+    # float16 parameter's dtype), which would otherwise break or degrade the rule's matmuls
+    old = torch.cat([m.reshape(len(BETAS), -1).float() for m in momenta], dim=1)
     betas = torch.tensor(BETAS, dtype=old.dtype, device=old.device)
     new = update_momenta(old, grad, betas)
 

@@ -6,22 +6,25 @@ channel is a node; every (in, out) pair of a layer is an edge carrying that weig
 edge carries its whole kernel, zero-padded to ``max_kernel_size ** 2`` positions), plus a
 reverse edge so messages flow both ways. Biases and norm scales/shifts live on the nodes.
 
-Layers are inferred from the ordered parameters: a weight ``[out, in]`` (Linear) or
-``[out, in, kh, kw]`` (Conv2d) followed by 1-D parameters of size ``out`` (its bias, norm
-scales and shifts). A layer chains onto the previous one when its ``in`` equals the
-previous ``out`` (conv -> global average pool -> linear chains on channels); otherwise it
-starts a new chain with fresh input nodes. Anything else (embeddings, attention
-projections, 3-D tensors, kernels larger than ``max_kernel_size``) is *fallback*: it is
-still optimized, by the rule's head alone with a zero graph embedding.
+Layers are inferred from the ordered parameters (:mod:`gnnopt._layout`): a weight
+``[out, in]`` (Linear) or ``[out, in, kh, kw]`` (Conv2d) followed by 1-D parameters of size
+``out`` (its bias, norm scales and shifts). A layer chains onto the previous one when its
+``in`` equals the previous ``out`` (conv -> global average pool -> linear chains on
+channels); otherwise it starts a new chain with fresh input nodes. Anything else
+(embeddings, attention projections, recurrent, transposed, grouped or depthwise layers,
+3-D tensors, kernels larger than ``max_kernel_size``) is *fallback*: it is still
+optimized, by the rule's head alone with a zero graph embedding.
 
 :func:`build_neural_graph` is a pure function of the parameter layout (names, shapes,
-kinds), and its result is cached: a training step only gathers features into the
-precomputed index tensors. No dense ``N x N`` tensor is ever built.
+kinds): a training step only gathers features into the precomputed index tensors. Its
+result is shared while anything holds it (a weak cache), and freed with the last holder.
+No dense ``N x N`` tensor is ever built.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -29,8 +32,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-#: Module categories a caller may attach to each parameter (``None``: infer from name/shape).
-LAYER, NORM, OTHER = "layer", "norm", "other"
+# the layout pass lives in _layout; its kinds and infer_kinds are part of this module's API
+from ._layout import LAYER, NORM, OTHER, infer_kinds, plan_layers  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,8 @@ class NeuralGraph:
         in_degree: ``[N]`` directed edges into each node (the number of messages it gets).
         edge_blocks: one ``(first edge, edges, first element, kh, kw)`` per layer; the
             ``kh * kw`` elements of each of its edges are consecutive.
+        notes: layouts that are probably read wrong (a layer declared before the layer
+            that feeds it), for the optimizer to warn about.
     """
 
     names: tuple[str, ...]
@@ -74,6 +79,7 @@ class NeuralGraph:
     message_pairs: Tensor
     in_degree: Tensor
     edge_blocks: tuple[tuple[int, int, int, int, int], ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def num_tensors(self) -> int:
@@ -84,7 +90,10 @@ class NeuralGraph:
         return self.edge_index.device
 
     def to(self, device: torch.device | str) -> NeuralGraph:
-        """A copy with every index tensor on ``device``."""
+        """A copy with every index tensor on ``device`` (``self`` if already there, as
+        ``Tensor.to``: so a CPU user shares the cached graph instead of a copy)."""
+        if self.device == torch.device(device):
+            return self
         moved = {
             f.name: getattr(self, f.name).to(device)
             for f in dataclasses.fields(self)
@@ -174,42 +183,6 @@ def role_features(role_dim: int) -> int:
     return 4 * role_dim + 2
 
 
-def infer_kinds(model: torch.nn.Module) -> dict[str, str]:
-    """Category of each named parameter of ``model`` from the module that owns it."""
-    layer_types = (torch.nn.Linear, torch.nn.Conv2d)
-    kinds = {}
-    for module_name, module in model.named_modules():
-        own = list(module.named_parameters(recurse=False))
-        if not own:
-            continue
-        if isinstance(module, layer_types):
-            kind = LAYER
-        elif all(p.dim() == 1 for _, p in own):
-            kind = NORM  # BatchNorm, LayerNorm, GroupNorm, ...: per-channel scales/shifts
-        else:
-            kind = OTHER
-        for name, _ in own:
-            kinds[f"{module_name}.{name}" if module_name else name] = kind
-    return kinds
-
-
-@dataclasses.dataclass
-class _Layer:
-    param: int
-    out_nodes: range
-    in_nodes: range
-    chain: int
-    depth: int
-
-
-def _is_layer_weight(name: str, shape: tuple[int, ...], kind: str | None, max_kernel: int) -> bool:
-    if kind not in (None, LAYER) or len(shape) not in (2, 4):
-        return False
-    if len(shape) == 4 and (shape[2] > max_kernel or shape[3] > max_kernel):
-        return False
-    return kind == LAYER or name.rsplit(".", 1)[-1] == "weight"
-
-
 def build_neural_graph(
     names: Sequence[str],
     shapes: Sequence[Sequence[int]],
@@ -218,7 +191,7 @@ def build_neural_graph(
     max_kernel_size: int = 5,
     role_dim: int = 8,
 ) -> NeuralGraph:
-    """Build (or fetch from the cache) the neural graph of an ordered parameter layout.
+    """Build (or share a live copy of) the neural graph of an ordered parameter layout.
 
     Args:
         names: parameter names in order (used to recognise ``*.weight`` and in warnings).
@@ -235,38 +208,22 @@ def build_neural_graph(
         raise ValueError(f"got {len(kinds)} kinds for {len(names)} parameters")
     if max_kernel_size < 1 or role_dim < 2 or role_dim % 2:
         raise ValueError(f"Invalid max_kernel_size={max_kernel_size} or role_dim={role_dim} (must be even)")
-    key = (tuple(names), tuple(tuple(int(d) for d in s) for s in shapes), kinds)
-    return _build_cached(*key, max_kernel_size, role_dim)
+    key = (tuple(names), tuple(tuple(int(d) for d in s) for s in shapes), kinds, max_kernel_size, role_dim)
+    graph = _graphs.get(key)
+    if graph is None:
+        graph = _graphs[key] = _build(*key)
+    return graph
 
 
-@lru_cache(maxsize=32)
-def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
+#: graphs by layout, shared while some optimizer (or meta-training optimizee) holds them: a
+#: graph of a large model is hundreds of MiB, so none outlives its last user
+_graphs: weakref.WeakValueDictionary[tuple, NeuralGraph] = weakref.WeakValueDictionary()
+
+
+def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
     K2 = max_kernel_size * max_kernel_size
-    num_nodes = 0
-    chain = -1
-    layers: list[_Layer] = []
-    attached: dict[int, _Layer] = {}  # 1-D param index -> the layer whose nodes it joins
-    fallback: list[int] = []
-    current: _Layer | None = None
-    for i, (name, shape, kind) in enumerate(zip(names, shapes, kinds)):
-        if _is_layer_weight(name, shape, kind, max_kernel_size):
-            out_dim, in_dim = shape[0], shape[1]
-            if current is not None and current.out_nodes.stop - current.out_nodes.start == in_dim:
-                in_nodes, depth = current.out_nodes, current.depth + 1
-            else:
-                chain += 1
-                in_nodes, depth = range(num_nodes, num_nodes + in_dim), 1
-                num_nodes += in_dim
-            current = _Layer(i, range(num_nodes, num_nodes + out_dim), in_nodes, chain, depth)
-            num_nodes += out_dim
-            layers.append(current)
-        elif (
-            len(shape) == 1 and kind != OTHER and current is not None
-            and shape[0] == len(current.out_nodes)
-        ):
-            attached[i] = current
-        else:
-            fallback.append(i)
+    plan = plan_layers(names, shapes, kinds, max_kernel_size)
+    num_nodes, layers, attached, fallback = plan.num_nodes, plan.layers, plan.attached, plan.fallback
 
     # role encodings: layer index from the input and from the output of each chain,
     # and identities of input / output neurons (Kofinas et al., sec. 3: positional
@@ -364,6 +321,7 @@ def _build_cached(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGrap
         message_pairs=message_pairs(edge_index, num_nodes),
         in_degree=torch.bincount(edge_index[1], minlength=num_nodes),
         edge_blocks=tuple(blocks),
+        notes=tuple(plan.notes),
     )
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 import warnings
 from collections.abc import Iterable
 from typing import Any, Callable
@@ -10,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .functional import init_momenta, learned_update
-from .graph import LAYER, NeuralGraph, build_neural_graph, infer_kinds
+from .graph import LAYER, NORM, NeuralGraph, build_neural_graph, infer_kinds
 from .rules.base import UpdateRule
 
 #: keys of ``optimizer.state`` that belong to the whole model rather than one parameter
@@ -33,8 +35,17 @@ class GNNOptimizer(torch.optim.Optimizer):
 
     The neural graph (neurons are nodes, weights are edges) spans the parameters of all
     param groups in order and is built once per layout. Parameters that fit no layer chain
-    (embeddings, attention projections, ...) are still optimized, by the rule's head alone;
-    a warning names them, or ``strict=True`` raises ``ValueError``.
+    (embeddings, attention projections, recurrent, transposed, grouped or depthwise layers,
+    ...) are still optimized, by the rule's head alone; a warning names them, or
+    ``strict=True`` raises ``ValueError``. Layers chain in declaration order; a layer that
+    seems declared before the layer feeding it gets a warning.
+
+    Passing the module is exact: its module types say which parameters are Linear/Conv2d
+    layers. ``model.named_parameters()`` gives the same graph for the common cases (MLPs,
+    CNNs with norms, LSTM/GRU, ConvTranspose2d with a bias, grouped and depthwise convs
+    after the layer that feeds them) but reads some layouts from names and shapes alone:
+    an ``nn.Embedding`` looks like a Linear, a ConvTranspose2d without bias like a Conv2d
+    (see :mod:`gnnopt._layout`).
 
     Args:
         params: ``model.named_parameters()``, an ``nn.Module`` (its named parameters, with
@@ -48,7 +59,19 @@ class GNNOptimizer(torch.optim.Optimizer):
 
     Gradients that are not finite never reach the parameters: the step is skipped for the
     affected param group, a ``RuntimeWarning`` is issued and
-    ``optimizer.state["nonfinite_skips"]`` counts it.
+    ``optimizer.state["nonfinite_skips"]`` counts it. So is a group whose ``lr`` or
+    ``weight_decay`` is not finite when ``step()`` meets it (set by a scheduler or by hand).
+    A parameter that itself holds NaN or inf is skipped alone (a warning names it): the
+    rule reads it as zero, so that it cannot spoil the other parameters' updates.
+
+    State: momenta (and a recurrent rule's state) are float32 whatever the parameters'
+    dtype, also after :meth:`load_state_dict`, so that resuming float64, bfloat16 and
+    float16 models is exact. ``copy.deepcopy`` and ``pickle`` give a working optimizer
+    (the graph is rebuilt from the parameters).
+
+    Schedulers: any ``torch.optim.lr_scheduler`` that sets ``lr`` works. ``OneCycleLR``
+    and ``CyclicLR`` need ``cycle_momentum=False``: this optimizer has no ``momentum`` or
+    ``betas`` option for them to cycle (torch raises ``ValueError`` otherwise).
     """
 
     def __init__(
@@ -92,9 +115,8 @@ class GNNOptimizer(torch.optim.Optimizer):
         """An optimizer with a pretrained rule: a bundled name (:func:`list_pretrained`), a
         local directory, or a Hugging Face Hub repo id. ``group_overrides`` (``lr``,
         ``weight_decay``) become the param-group defaults."""
-        from .hub import load_rule
-
-        rule = load_rule(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        rule = UpdateRule.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
+                                          local_files_only=local_files_only)
         return cls(params, rule, strict=strict, **group_overrides)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -104,20 +126,9 @@ class GNNOptimizer(torch.optim.Optimizer):
             self._rebuild_graph()
 
     def _rebuild_graph(self) -> None:
-        names, shapes, kinds = [], [], []
-        for g, group in enumerate(self.param_groups):
-            group_names = group.get("param_names")
-            for i, p in enumerate(group["params"]):
-                if group_names:
-                    name, kind = group_names[i], self._kinds.get(group_names[i])
-                else:  # unnamed tensors: recognise layers by shape alone
-                    name, kind = f"group{g}.param{i}", (LAYER if p.dim() in (2, 4) else None)
-                names.append(name)
-                shapes.append(tuple(p.shape))
-                kinds.append(kind)
-        if not names:
-            raise ValueError("optimizer got an empty parameter list")
-        graph = build_neural_graph(names, shapes, kinds, **self.rule.graph_options)
+        graph = self._build_graph()
+        for note in graph.notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
         if graph.fallback:
             listed = ", ".join(graph.fallback)
             if self.strict:
@@ -130,6 +141,33 @@ class GNNOptimizer(torch.optim.Optimizer):
             )
         self._graph, self._device_graph = graph, None
         self.state.pop(RULE_STATE_KEY, None)  # a recurrent state belongs to one graph
+
+    def _build_graph(self) -> NeuralGraph:
+        names, shapes, kinds = [], [], []
+        for g, group in enumerate(self.param_groups):
+            group_names = group.get("param_names")
+            for i, p in enumerate(group["params"]):
+                if group_names:
+                    name, kind = group_names[i], self._kinds.get(group_names[i])
+                else:  # unnamed tensors: layers and their biases/norms by shape alone
+                    name, kind = f"group{g}.param{i}", (LAYER if p.dim() in (2, 4) else NORM if p.dim() == 1 else None)
+                names.append(name)
+                shapes.append(tuple(p.shape))
+                kinds.append(kind)
+        if not names:
+            raise ValueError("optimizer got an empty parameter list")
+        return build_neural_graph(names, shapes, kinds, **self.rule.graph_options)
+
+    # ------------------------------------------------------------------ copy and pickle
+    def __getstate__(self) -> dict[str, Any]:
+        # the graph is not stored: it is a function of the layout, rebuilt on unpickling
+        return {**super().__getstate__(), "rule": self.rule, "strict": self.strict, "_kinds": self._kinds}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # torch's load_state_dict also calls __setstate__ (state and groups only): the graph stays
+        if "_graph" not in self.__dict__:
+            self._graph, self._device_graph = self._build_graph(), None
 
     @property
     def graph(self) -> NeuralGraph:
@@ -156,39 +194,43 @@ class GNNOptimizer(torch.optim.Optimizer):
         graph = self._graph_on(device)
         self._move_rule(device)
 
-        grads, momenta, apply_mask = [], [], []
+        raw = []
+        for p in params:
+            if not self.state[p]:
+                self.state[p].update(step=0, momenta=init_momenta(p))
+            g = p.grad if p.requires_grad else None
+            if g is not None and g.is_sparse:
+                raise RuntimeError("GNNOptimizer does not support sparse gradients")
+            raw.append(g)
+        param_ok, grad_ok = _finite_flags(params, raw)
+
+        thetas, grads, apply_mask = [], [], []
+        i = 0
         for group in self.param_groups:
-            group_grads = []
-            for p in group["params"]:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["momenta"] = init_momenta(p)
-                momenta.append(state["momenta"])
-                g = p.grad if p.requires_grad else None
-                if g is not None and g.is_sparse:
-                    raise RuntimeError("GNNOptimizer does not support sparse gradients")
-                group_grads.append(g)
-            finite = _all_finite([g for g in group_grads if g is not None])
-            if not finite:
-                self.state[SKIPS_KEY] = self.state.get(SKIPS_KEY, 0) + 1
-                warnings.warn(
-                    "non-finite gradient: skipping this step for a param group "
-                    f"(skipped {self.state[SKIPS_KEY]} time(s) so far)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            for p, g in zip(group["params"], group_grads):
-                apply_mask.append(finite and g is not None)
-                # a skipped or absent gradient is fed to the rule as zero, never as NaN
-                grads.append(g if (finite and g is not None) else torch.zeros_like(p))
+            n = len(group["params"])
+            reason = _group_skip_reason(group, grad_ok[i: i + n])
+            if reason:
+                self._skipped(f"{reason}: skipping this step for a param group")
+            for j in range(i, i + n):
+                p, g = params[j], raw[j]
+                use = not reason and param_ok[j] and g is not None
+                apply_mask.append(use)
+                # a skipped, absent or non-finite input is fed to the rule as zero, never as
+                # NaN: the rule mixes all elements (a GNN), so one NaN would spoil every update
+                thetas.append(p if param_ok[j] else torch.zeros_like(p))
+                grads.append(g if use else torch.zeros_like(p))
+            i += n
+        bad = [graph.names[j] for j, ok in enumerate(param_ok) if not ok]
+        if bad:
+            self._skipped(f"non-finite values in parameter(s) {', '.join(bad)}: skipping them this step")
 
         rule_state = self.state.get(RULE_STATE_KEY)
         if self.rule.stateful and rule_state is None:
             rule_state = self.rule.init_state(graph, device)
         elif rule_state is not None:
             rule_state = {k: v.to(device) for k, v in rule_state.items()}
-        result = learned_update(self.rule, graph, params, grads, momenta, rule_state)
+        momenta = [self.state[p]["momenta"] for p in params]
+        result = learned_update(self.rule, graph, thetas, grads, momenta, rule_state)
 
         i = 0
         for group in self.param_groups:
@@ -196,9 +238,7 @@ class GNNOptimizer(torch.optim.Optimizer):
             n = len(group["params"])
             indices = [j for j in range(i, i + n) if apply_mask[j]]
             if indices and not _all_finite([result.updates[j] for j in indices]):
-                self.state[SKIPS_KEY] = self.state.get(SKIPS_KEY, 0) + 1
-                warnings.warn("the rule produced a non-finite update: skipping this step for a param group",
-                              RuntimeWarning, stacklevel=2)
+                self._skipped("the rule produced a non-finite update: skipping this step for a param group")
                 indices = []
             for j in indices:
                 p, state = params[j], self.state[params[j]]
@@ -212,6 +252,10 @@ class GNNOptimizer(torch.optim.Optimizer):
             self.state[RULE_STATE_KEY] = result.rule_state
         return loss
 
+    def _skipped(self, message: str) -> None:
+        self.state[SKIPS_KEY] = self.state.get(SKIPS_KEY, 0) + 1
+        warnings.warn(f"{message} (skipped {self.state[SKIPS_KEY]} time(s) so far)", RuntimeWarning, stacklevel=3)
+
     def _graph_on(self, device: torch.device) -> NeuralGraph:
         if self._device_graph is None or self._device_graph.device != device:
             self._device_graph = self.graph.to(device)
@@ -224,7 +268,12 @@ class GNNOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ state
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state; ``state_dict`` itself is never mutated (it is deep-copied first)."""
+        """Load a state; ``state_dict`` itself is never mutated (it is deep-copied first).
+
+        Unlike torch's default, tensors keep their own dtype (float32 momenta) rather than
+        being cast to their parameter's: a float16 copy would round them (and overflow
+        past 65504), a float64 one would not fit the rule's float32 weights.
+        """
         state_dict = copy.deepcopy(state_dict)
         rule_state = state_dict["state"].get(RULE_STATE_KEY)
         if rule_state is not None:
@@ -235,13 +284,45 @@ class GNNOptimizer(torch.optim.Optimizer):
                     f"but this optimizer's graph has {self.graph.num_nodes}"
                 )
         super().load_state_dict(state_dict)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        for saved_id, p in zip(saved_ids, self._all_params()):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if isinstance(value, Tensor) and key != "step":
+                    self.state[p][key] = value.to(device=p.device)
+            if "momenta" in self.state[p]:  # older state_dicts may hold cast momenta
+                self.state[p]["momenta"] = self.state[p]["momenta"].float()
 
 
 def _check_options(lr: Any, weight_decay: Any) -> None:
-    if not isinstance(lr, (int, float, Tensor)) or lr < 0:
-        raise ValueError(f"Invalid lr: {lr}")
-    if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"Invalid weight_decay: {weight_decay}")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(value, Tensor) and name == "lr":
+            ok = value.numel() == 1 and value.is_floating_point() and bool(torch.isfinite(value).all() and value >= 0)
+        else:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        if not ok:
+            raise ValueError(f"Invalid {name}: {value}")
+
+
+def _group_skip_reason(group: dict[str, Any], grads_finite: list[bool]) -> str | None:
+    """Why a param group cannot step now, if it cannot."""
+    for name in ("lr", "weight_decay"):
+        value = group[name]
+        if not math.isfinite(float(value)):
+            return f"non-finite {name} {value}"
+    if not all(grads_finite):
+        return "non-finite gradient"
+    return None
+
+
+def _finite_flags(params: list[Tensor], grads: list[Tensor | None]) -> tuple[list[bool], list[bool]]:
+    """Whether each parameter, and each gradient (``None`` counts as finite), is finite.
+
+    One host sync for all of them: the flags are reduced on the device and read once.
+    """
+    present = [g for g in grads if g is not None]
+    flags = torch.stack([torch.isfinite(t).all() for t in [*params, *present]]).tolist()
+    param_ok, found = flags[: len(params)], iter(flags[len(params):])
+    return param_ok, [True if g is None else next(found) for g in grads]
 
 
 def _all_finite(tensors: list[Tensor]) -> bool:

@@ -23,7 +23,7 @@ from safetensors.torch import save
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gnnopt.data import read_idx  # noqa: E402
+from gnnopt.bench.data import read_idx  # noqa: E402
 
 PER_CLASS = {"train": 600, "val": 100, "test": 200}
 

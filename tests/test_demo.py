@@ -1,6 +1,7 @@
 """`python -m gnnopt.demo` runs offline and prints numbers measured by the run itself."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gnnopt.demo import main as demo_main
@@ -34,3 +35,22 @@ def test_demo_runs_the_bundled_pna_rule_by_default(tmp_path, capsys):
     assert demo_main(["--steps", "10", "--record-every", "5", "--plot", str(tmp_path / "demo.png")]) == 0
     out = capsys.readouterr().out
     assert "gnnopt pna-fmnist17" in out and "Adam lr 0.01" in out
+
+
+@pytest.mark.parametrize("args, match", [(["--rule", "no-such-rule"], "neither a bundled checkpoint"),
+                                         (["--device", "nonsense"], "Invalid --device"),
+                                         pytest.param(["--device", "cuda"], "CUDA is not available",
+                                                      marks=pytest.mark.skipif(torch.cuda.is_available(),
+                                                                               reason="CUDA is here"))])
+def test_demo_bad_options_are_one_line_errors(capsys, args, match):
+    assert demo_main([*args, "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+
+
+def test_eval_help_names_no_unshipped_document(capsys):
+    from gnnopt.eval import main as eval_main
+
+    with pytest.raises(SystemExit):
+        eval_main(["--help"])
+    assert "SPEC" not in capsys.readouterr().out

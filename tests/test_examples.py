@@ -121,7 +121,7 @@ def test_no_baseline_evaluates_only_the_rules(tmp_path, rule_dir, capsys):
 
 def test_a_layout_with_two_names_is_trained_once(tmp_path, rule_dir):
     sweep = load_example("_sweep")
-    from gnnopt.data import load_dataset
+    from gnnopt.bench.data import load_dataset
 
     rows = sweep.run_sweep(["fmnist17", "fmnist17-w16"], [str(rule_dir)], baseline=None, steps=2, seeds=[101],
                            tune_seeds=1, data=load_dataset("fmnist", embedded=True), out=tmp_path,

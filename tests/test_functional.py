@@ -94,3 +94,22 @@ def test_second_order_lets_gradients_flow_through_the_features():
     assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in second_grads)
     for a, b in zip(first.updates, second.updates):
         torch.testing.assert_close(a, b)  # the same values either way
+
+
+def test_momenta_of_another_dtype_are_read_as_float32(rule_name):
+    """A state cast to a float64 (or float16) parameter's dtype still fits the float32 rule."""
+    torch.manual_seed(0)
+    named = list(small_cnn().named_parameters())
+    params = [p.detach() for _, p in named]
+    graph = build_neural_graph([n for n, _ in named], [p.shape for p in params])
+    rule = create(rule_name)
+    grads = [torch.randn_like(p) for p in params]
+    momenta = [torch.randn(len(BETAS), *p.shape) for p in params]
+    expected = learned_update(rule, graph, params, grads, momenta)
+    for dtype in (torch.float64, torch.float16):
+        cast = [m.to(dtype).float() for m in momenta]  # what the cast leaves of them
+        reference = learned_update(rule, graph, params, grads, cast) if dtype == torch.float16 else expected
+        result = learned_update(rule, graph, params, grads, [m.to(dtype) for m in momenta])
+        assert all(m.dtype == torch.float32 for m in result.momenta)
+        for a, b in zip(result.updates, reference.updates):
+            assert torch.equal(a, b)

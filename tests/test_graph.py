@@ -1,6 +1,8 @@
 """The neural graph on literal models (SPEC section 3)."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -112,3 +114,89 @@ def test_rule_built_for_task17_runs_on_cifar_layouts(rule_name):
         assert all(moved), f"widths {w}: some parameter was not updated"
         assert all(torch.isfinite(p).all() for p in model.parameters())
         assert opt.graph.num_nodes == 3 + sum(w) + 10
+
+
+def test_graph_is_freed_with_its_optimizer():
+    import gc
+    import weakref
+
+    model = task17_cnn()
+    opt = GNNOptimizer(model, create("ff"))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # makes the device copy too (the graph itself when it is already there)
+    graph, device_graph = weakref.ref(opt.graph), weakref.ref(opt._device_graph)
+    twin = GNNOptimizer(task17_cnn(), create("ff"))
+    assert twin.graph is opt.graph  # shared while both live
+    del opt
+    gc.collect()
+    assert graph() is not None  # the twin still holds it
+    del twin
+    gc.collect()
+    assert graph() is None and device_graph() is None
+
+
+class _RecurrentNet(nn.Module):
+    """A projection whose width is the recurrent layer's 4 (LSTM) or 3 (GRU) gates: its
+    biases ``bias_ih_l0`` once joined the projection's nodes by size."""
+
+    def __init__(self, cell, gates):
+        super().__init__()
+        self.proj = nn.Linear(8, 16 * gates)
+        self.rnn = cell(16 * gates, 16, batch_first=True)
+        self.head = nn.Linear(16, 4)
+
+
+class _OutOfOrder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(16, 3)  # declared first, applied last
+        self.body = nn.Linear(8, 16)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+_UNMODELLED = {
+    "lstm": (lambda: _RecurrentNet(nn.LSTM, 4), {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"}),
+    "gru": (lambda: _RecurrentNet(nn.GRU, 3), {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"}),
+    "conv_transpose": (lambda: nn.Sequential(nn.Conv2d(1, 8, 3), nn.ConvTranspose2d(8, 4, 3), nn.Conv2d(4, 2, 3)),
+                       {"1.weight", "1.bias"}),
+    "depthwise": (lambda: nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.BatchNorm2d(8),
+                                        nn.Conv2d(8, 16, 1), nn.Flatten(), nn.Linear(16, 3)), {"1.weight", "1.bias"}),
+    "grouped": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 16, 3, groups=4), nn.Conv2d(16, 4, 1)),
+                {"1.weight", "1.bias"}),
+    "out_of_order": (_OutOfOrder, set()),
+    "cnn_with_norms": (lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, bias=False),
+                                             nn.GroupNorm(2, 8), nn.Flatten(), nn.Linear(8, 6), nn.LayerNorm(6),
+                                             nn.Linear(6, 2)), set()),
+}
+
+
+@pytest.mark.parametrize("case", list(_UNMODELLED))
+def test_module_and_named_parameters_give_the_same_graph(case):
+    build, unmodelled = _UNMODELLED[case]
+    model = build()
+    with warnings.catch_warnings(record=True) as from_module:
+        warnings.simplefilter("always")
+        exact = GNNOptimizer(model, create("pna")).graph
+    with warnings.catch_warnings(record=True) as from_names:
+        warnings.simplefilter("always")
+        inferred = GNNOptimizer(model.named_parameters(), create("pna")).graph
+    assert inferred.fallback == exact.fallback and set(exact.fallback) == unmodelled
+    assert (inferred.num_nodes, inferred.num_edges) == (exact.num_nodes, exact.num_edges)
+    assert torch.equal(inferred.readout_index, exact.readout_index)
+    assert torch.equal(inferred.edge_index, exact.edge_index)
+    for caught in (from_module, from_names):  # the optimizer names what it left to the head
+        messages = " ".join(str(w.message) for w in caught)
+        assert all(name in messages for name in unmodelled)
+        if case == "out_of_order":
+            assert "body.weight" in messages and "declared before" in messages
+        elif not unmodelled:
+            assert not caught
+
+
+def test_infer_kinds_marks_layers_the_graph_does_not_model():
+    kinds = infer_kinds(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.ConvTranspose2d(4, 4, 3), nn.Conv2d(4, 4, 3)))
+    assert kinds["0.weight"] == kinds["1.weight"] == kinds["1.bias"] == "other"
+    assert kinds["2.weight"] == kinds["2.bias"] == "layer"

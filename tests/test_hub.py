@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from conftest import small_cnn
 from gnnopt import GNNOptimizer, list_pretrained
-from gnnopt.hub import bundled_dirs, load_rule
+from gnnopt.hub import bundled_dirs
+from gnnopt.rules import load_rule
 from gnnopt.rules import create
 
 
@@ -129,3 +130,53 @@ def test_safetensors_with_extra_tensor_is_rejected(tmp_path):
     save_file(tensors, ckpt / "model.safetensors")
     with pytest.raises(ValueError, match="unexpected"):
         load_rule(ckpt)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    rule = create("ff")
+    with torch.no_grad():
+        rule.head.net[0].weight[0, 0] = float("nan")
+    rule.save_pretrained(tmp_path / "nan")
+    with pytest.raises(ValueError, match="non-finite weights in head.net.0.weight"):
+        load_rule(tmp_path / "nan")
+
+
+@pytest.mark.parametrize("field, value, match", [("format", "other-format", "format 'other-format'"),
+                                                 ("format", None, "format None"),
+                                                 ("gnnopt_version", "99.0.0", "newer than this gnnopt"),
+                                                 ("gnnopt_version", "x.y", "invalid gnnopt_version")])
+def test_config_format_and_version_are_checked(tmp_path, field, value, match):
+    create("ff").save_pretrained(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "config.json"
+    meta = json.loads(path.read_text())
+    if value is None:
+        del meta[field]
+    else:
+        meta[field] = value
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=match):
+        load_rule(tmp_path / "ckpt")
+
+
+def test_a_local_folder_wins_over_a_bundled_name(tmp_path, monkeypatch):
+    name = list_pretrained()[0]
+    create("ff").save_pretrained(tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="both a local directory and a bundled checkpoint"):
+        assert load_rule(name).name == "ff"
+
+
+def test_a_missing_local_path_is_not_reported_as_a_hub_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="runs/pna: not a checkpoint directory"):
+        load_rule("runs/pna")  # looks like owner/name, but runs/ is a local folder
+
+
+def test_from_pretrained_on_a_rule_class_checks_the_kind(tmp_path):
+    from gnnopt.rules import FFRule, PNARule
+
+    create("ff").save_pretrained(tmp_path / "ff")
+    assert type(FFRule.from_pretrained(tmp_path / "ff")) is FFRule
+    with pytest.raises(ValueError, match="holds a 'ff' rule, not a 'pna' rule"):
+        PNARule.from_pretrained(tmp_path / "ff")

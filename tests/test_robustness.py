@@ -114,3 +114,44 @@ def test_sparse_gradients_are_refused():
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "tensor"])
+def test_nonfinite_lr_met_in_step_skips_its_group(rule_name, bad):
+    # a fresh tensor each time: schedulers update a tensor lr in place
+    bad = torch.tensor(float("nan")) if bad == "tensor" else float(bad)
+    torch.manual_seed(0)
+    model = small_cnn()
+    named = list(model.named_parameters())
+    opt = GNNOptimizer([{"params": named[:2]}, {"params": named[2:]}], create(rule_name))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    opt.param_groups[0]["lr"] = bad  # by hand, or by a scheduler gone wrong
+    x, y = small_batch()
+    F.cross_entropy(model(x), y).backward()
+    before = [p.detach().clone() for _, p in named]
+    with pytest.warns(RuntimeWarning, match="non-finite lr"):
+        opt.step()
+    sched.step()
+    after = [p.detach() for _, p in named]
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    assert all(not torch.equal(a, b) for a, b in zip(after[2:], before[2:]))
+    assert opt.state["nonfinite_skips"] == 1 and opt.state[named[0][1]]["step"] == 0
+
+
+def test_a_nonfinite_parameter_is_named_and_skipped_alone(rule_name):
+    torch.manual_seed(0)
+    model = small_cnn()
+    named = list(model.named_parameters())
+    opt = GNNOptimizer([{"params": named[:2]}, {"params": named[2:]}], create(rule_name))
+    for _, p in named:
+        p.grad = torch.randn_like(p) * 1e-2
+    with torch.no_grad():
+        named[1][1][0] = float("nan")  # the first conv's bias, in the first group
+    before = [p.detach().clone() for _, p in named]
+    with pytest.warns(RuntimeWarning, match=r"parameter\(s\) 0\.bias"):
+        opt.step()
+    after = [p.detach() for _, p in named]
+    assert torch.equal(after[1].nan_to_num(), before[1].nan_to_num())  # untouched, its NaN included
+    assert all(not torch.equal(a, b) for i, (a, b) in enumerate(zip(after, before)) if i != 1)
+    assert all(torch.isfinite(p).all() for i, p in enumerate(after) if i != 1)
+    assert opt.state[named[1][1]]["step"] == 0 and opt.state[named[0][1]]["step"] == 1

@@ -1,4 +1,4 @@
-"""What every learned update rule shares: its config, the per-element head, save/load.
+"""What every learned update rule shares: the registry, its config, save/load, the per-element head.
 
 A rule maps per-element features (``[P, FEATURE_SIZE]``, see :mod:`gnnopt.features`) and
 the model's :class:`~gnnopt.graph.NeuralGraph` to two numbers per element, a direction
@@ -8,12 +8,15 @@ the training of learned optimizers": ``delta = d * lambda * exp(lambda * m)``).
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .. import hub
 from ..features import FEATURE_SIZE
 from ..graph import NeuralGraph, role_features
 
@@ -31,49 +34,69 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
+_REGISTRY: dict[str, type[UpdateRule]] = {}
+
+
+def register(cls: type[UpdateRule]) -> type[UpdateRule]:
+    """Add a rule class to the registry under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, UpdateRule)):
+        raise TypeError(f"{cls!r} is not an UpdateRule subclass")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"a rule named '{cls.name}' is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_rules() -> list[str]:
+    """Names of the registered rules."""
+    return sorted(_REGISTRY)
+
+
+def get_rule_class(name: str) -> type[UpdateRule]:
+    key = name.replace("-", "_")
+    if key not in _REGISTRY:
+        raise ValueError(f"Unknown rule '{name}'; registered rules: {', '.join(list_rules())}")
+    return _REGISTRY[key]
+
+
 class UpdateRule(nn.Module):
     """Base class of learned update rules.
 
-    Subclasses set :attr:`name` and :attr:`defaults` (the paper configuration) and
-    implement :meth:`forward`. Every constructor argument is JSON-able, so
-    ``config.json`` round-trips (``type(rule)(**rule.config)`` rebuilds the architecture).
+    Subclasses set :attr:`name` and :attr:`defaults` (the paper configuration), implement
+    :meth:`forward` and are added to the registry with :func:`register`. Every constructor
+    argument is JSON-able, so ``config.json`` round-trips (``type(rule)(**rule.config)``
+    rebuilds the architecture); :meth:`save_pretrained` and :meth:`from_pretrained` write and
+    read the three checkpoint files (:mod:`gnnopt.hub`).
     """
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]]
-    #: options added after checkpoints were shipped, with the value that keeps the old
-    #: architecture: left out of :attr:`config` at that value, so an old checkpoint's
-    #: ``config.json``, and the fingerprint that stored evaluations are keyed on, are unchanged
-    optional: ClassVar[dict[str, Any]] = {}
     #: whether the rule carries a state across optimizer steps (see ``pna_lstm``)
     stateful: ClassVar[bool] = False
     #: whether meta-training on a multi-core CPU should run each backward beside the next
-    #: forward (:class:`gnnopt.training.trainer.BackwardPipeline`): worth it only when the
+    #: forward (:class:`gnnopt.training.pipeline.BackwardPipeline`): worth it only when the
     #: rule's backward is about as long as the rest of an inner step, as
     #: ``benchmarks/meta_train_throughput.py`` measures (pna: yes; ff, lstm, rt, pna_lstm: no)
     pipeline_backward: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        valid = {**self.defaults, **self.optional}
-        unknown = set(config) - set(valid)
+        unknown = set(config) - set(self.defaults)
         if unknown:
-            raise ValueError(f"Unknown option(s) {sorted(unknown)} for rule '{self.name}'; valid: {sorted(valid)}")
-        merged = {**self.defaults, **{k: v for k, v in config.items() if self.optional.get(k, ...) != v}}
+            raise ValueError(f"Unknown option(s) {sorted(unknown)} for rule '{self.name}'; "
+                             f"valid: {sorted(self.defaults)}")
+        merged = {**self.defaults, **config}
         for key, value in merged.items():
-            if isinstance(valid[key], int) and not isinstance(valid[key], bool):
+            default = self.defaults[key]
+            if isinstance(default, int) and not isinstance(default, bool):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise ValueError(f"Invalid {key}: {value!r} (a positive integer is required)")
-            elif isinstance(valid[key], float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"Invalid {key}: {value!r} (a number is required)")
         if not merged["update_scale"] > 0:
             raise ValueError(f"Invalid update_scale: {merged['update_scale']}")
         json.dumps(merged)  # config must be JSON-able
         self.config: dict[str, Any] = merged
-
-    def option(self, key: str) -> Any:
-        """The value of an option, including an :attr:`optional` one left out of the config."""
-        return self.config[key] if key in self.config else self.optional[key]
 
     # -- the graph this rule expects -------------------------------------------------
     @property
@@ -101,17 +124,65 @@ class UpdateRule(nn.Module):
         raise NotImplementedError
 
     # -- checkpoints -------------------------------------------------------------------
-    def save_pretrained(self, save_directory, *, model_card: str | None = None) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (+ ``README.md``) to a directory."""
-        from ..hub import save_rule
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> UpdateRule:
+        """Load a rule from a bundled name, a local directory or a Hub repo id, in eval mode.
 
-        save_rule(self, save_directory, model_card=model_card)
+        Called on :class:`UpdateRule` it builds whichever registered rule ``config.json``
+        names; called on a subclass, the checkpoint must hold that rule.
+        """
+        directory = hub.resolve(name_or_path, revision=revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only)
+        return cls.from_checkpoint_dir(directory)
+
+    @classmethod
+    def from_checkpoint_dir(cls, directory: str | os.PathLike) -> UpdateRule:
+        """Rebuild a rule from ``config.json`` and load ``model.safetensors`` strictly."""
+        meta, tensors = hub.read_checkpoint(directory)
+        config_path = Path(directory) / hub.CONFIG_NAME
+        try:
+            rule_cls = get_rule_class(meta["rule"])
+            if cls is not UpdateRule and not issubclass(rule_cls, cls):
+                raise ValueError(f"it holds a '{meta['rule']}' rule, not a '{cls.name}' rule")
+            rule = rule_cls(**meta["config"])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{config_path}: {err}") from err
+        expected = rule.state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"{Path(directory) / hub.WEIGHTS_NAME}: weights do not match the '{rule.name}' rule of "
+                f"{config_path.name} (missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]})"
+            )
+        rule.load_state_dict(tensors)
+        rule.eval()
+        return rule
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, model_card: str | None = None,
+                        extra: dict[str, Any] | None = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` + ``README.md`` to a directory;
+        ``extra`` adds JSON-able entries to ``config.json`` (e.g. the training options)."""
+        meta = {"rule": self.name, "config": self.config, **(extra or {})}
+        card = model_card if model_card is not None else self.default_card()
+        hub.write_checkpoint(save_directory, meta, self.state_dict(), card)
 
     def push_to_hub(self, repo_id: str, *, model_card: str | None = None, **kwargs: Any) -> str:
-        """Upload the three checkpoint files to a Hugging Face Hub model repo."""
-        from ..hub import push_rule_to_hub
+        """Upload the three checkpoint files to a Hugging Face Hub model repo; returns the commit URL."""
+        return hub.push_folder(repo_id, lambda folder: self.save_pretrained(folder, model_card=model_card), **kwargs)
 
-        return push_rule_to_hub(self, repo_id, model_card=model_card, **kwargs)
+    def default_card(self) -> str:
+        """A model card that states the architecture and claims no evaluation."""
+        params = sum(p.numel() for p in self.parameters())
+        return (
+            f"---\nlibrary_name: gnnopt\ntags: [learned-optimizer, gnnopt]\n---\n\n"
+            f"# gnnopt rule `{self.name}`\n\n{params:,} weights; config:\n\n```json\n"
+            f"{json.dumps(self.config, indent=2)}\n```\n\n"
+            "Load with `GNNOptimizer.from_pretrained(path_or_repo_id, model.named_parameters())`.\n"
+            "No evaluation is claimed by this card.\n"
+        )
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.items())

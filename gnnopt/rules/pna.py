@@ -10,11 +10,6 @@ and scalers identity/amplification, FiLM-conditioned messages and edge updates:
 Each element's update comes from the FF head applied to its edge's (or node's) final
 embedding concatenated with its own features.
 
-Option ``step_head_gain`` (g > 0; off by default) adds a log-step head: a linear map of the
-same final embedding, zero at initialisation, whose output ``s`` (times g) enters the
-magnitude, ``delta = d * lambda * exp(lambda * m + g * s)``. Through ``m`` alone, read with
-``lambda = 0.01``, a unit change moves the step by 1%: meta-training barely changes a rule's
-step size that way (the stage-4 rule's ``exp(lambda * m)`` is 1.003-1.004 on every network).
 """
 from __future__ import annotations
 
@@ -171,7 +166,6 @@ class PNARule(UpdateRule):
         "reference_degree": 40,
         "update_scale": 0.01,
     }
-    optional = {"step_head_gain": 0.0}
 
     def __init__(self, **config) -> None:
         super().__init__(**config)
@@ -181,24 +175,10 @@ class PNARule(UpdateRule):
             PNALayer(hidden, self.config["reference_degree"]) for _ in range(self.config["layers"])
         )
         self.head = Head(hidden, self.config["head_hidden"], self.config["head_layers"])
-        gain = self.option("step_head_gain")
-        if gain < 0:
-            raise ValueError(f"Invalid step_head_gain: {gain} (0 turns the log-step head off)")
-        self.step_head = None
-        if gain > 0:
-            self.step_head = nn.Linear(hidden, 1)
-            nn.init.zeros_(self.step_head.weight)  # the rule starts as it would without the head
-            nn.init.zeros_(self.step_head.bias)
 
     def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         nodes, edges = self.encoder(feats, graph)
         for layer in self.layers:
             nodes, edges = layer(nodes, edges, graph)
         table = graph.readout_table(edges, nodes)
-        out = self.head(feats, table, graph.readout_index)
-        if self.step_head is None:
-            return out, None
-        # g * s enters lambda * m: added to m as g * s / lambda
-        boost = self.option("step_head_gain") / self.config["update_scale"]
-        log_step = self.step_head(table).mul(boost).index_select(0, graph.readout_index)
-        return torch.cat([out[:, :1], out[:, 1:] + log_step], dim=1), None
+        return self.head(feats, table, graph.readout_index), None

@@ -1,122 +1,131 @@
-"""``python -m gnnopt.training``: meta-train a learned update rule.
+"""``python -m gnnopt.training``: meta-train a learned update rule, or reproduce a shipped one.
 
     python -m gnnopt.training --task fmnist17 --rule pna --outer-steps 1000 --out runs/pna
-    python -m gnnopt.training --out runs/pna --resume          # continue a stopped run
-    torchrun --nproc-per-node 2 -m gnnopt.training ...         # episodes split over processes
+    python -m gnnopt.training --out runs/pna --resume                # continue a stopped run
+    python -m gnnopt.training --out runs/pna --resume --outer-steps 2000   # or extend it
+    python -m gnnopt.training recipe pna-fmnist17 [--dry-run]        # every stage of a checkpoint
+    python -m gnnopt.training card pna-fmnist17                      # regenerate its model card
+    torchrun --nproc-per-node 2 -m gnnopt.training ...               # episodes split over processes
+
+The training flags are generated from :class:`~gnnopt.training.config.TrainConfig`: its
+fields, their groups, help and defaults are the one source of truth.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..bench.tasks import list_tasks
 from ..runtime import keep_freed_memory
-from .config import OBJECTIVES, TrainConfig
-from .trainer import meta_train, summary
+from .config import GROUPS, RESUMABLE, TrainConfig
+
+
+def _field_type(hint: Any) -> type:
+    """``int`` of ``int | None``, and so on."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    return typing.get_origin(hint) or hint
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field, grouped as the fields are. Flags not given are
+    absent from the parsed namespace (``argparse.SUPPRESS``), so a resumed run can tell them
+    from its stored values."""
+    hints = typing.get_type_hints(TrainConfig)
+    groups = {name: parser.add_argument_group(f"{name} options") for name in GROUPS}
+    for f in dataclasses.fields(TrainConfig):
+        kind = _field_type(hints[f.name])
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        text = f.metadata["help"]
+        if f.name == "task":
+            text += f"; tasks: {', '.join(list_tasks())}"
+        text += f" (default: {json.dumps(default) if isinstance(default, dict) else default})"
+        flag = "--" + f.name.replace("_", "-")
+        group = groups[f.metadata["group"]]
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        else:
+            group.add_argument(flag, type=json.loads if kind is dict else kind, default=argparse.SUPPRESS,
+                               metavar=f.name.upper(), help=text)
+    rule = groups["rule"]
+    rule.add_argument("--hidden", type=int, default=argparse.SUPPRESS, help="shortcut for rule_config's hidden")
+    rule.add_argument("--layers", type=int, default=argparse.SUPPRESS, help="shortcut for rule_config's layers")
+
+
+def config_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TrainConfig` options given on the command line (and only those)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    if "rule" in given:
+        given["rule"] = given["rule"].replace("-", "_")
+    for key in ("hidden", "layers"):
+        if key in vars(args):
+            given["rule_config"] = {**given.get("rule_config", {}), key: getattr(args, key)}
+    return given
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m gnnopt.training", description="Meta-train a learned update rule.")
-    p.add_argument("--task", default=d.task,
-                   help="a task, or several comma-separated ones on one data set (each episode draws one; "
-                   "selection averages their validation accuracies)")
-    p.add_argument("--rule", default=d.rule, help="ff, lstm, pna, rt or pna_lstm")
-    p.add_argument("--hidden", type=int, default=None, help="rule hidden size (default: paper configuration)")
-    p.add_argument("--layers", type=int, default=None, help="rule layers (default: paper configuration)")
-    p.add_argument("--rule-config", type=json.loads, default=None,
-                   help='other rule options as JSON, e.g. \'{"head_layers": 3}\'')
-    p.add_argument("--objective", choices=OBJECTIVES, default=d.objective)
-    p.add_argument("--unroll", type=int, default=d.unroll, help="tbptt truncation length")
-    p.add_argument("--second-order", action="store_true",
-                   help="tbptt: back-propagate through the optimizee's gradients too (create_graph)")
-    p.add_argument("--es-pairs", type=int, default=d.es_pairs,
-                   help="es: antithetic pairs of perturbations per segment")
-    p.add_argument("--es-sigma", type=float, default=d.es_sigma, help="es: perturbation scale")
-    p.add_argument("--es-tail", type=int, default=d.es_tail, metavar="K",
-                   help="es: the meta-loss is the mean loss of each run's last K steps (default: all)")
-    p.add_argument("--inner-steps", type=int, default=d.inner_steps)
-    p.add_argument("--outer-steps", type=int, default=d.outer_steps)
-    p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size)
-    p.add_argument("--segment-steps", type=int, default=None,
-                   help="inner steps per outer step; longer episodes carry over to the next outer steps")
-    p.add_argument("--random-inner-steps-after", type=int, default=None)
-    p.add_argument("--random-inner-steps-min", type=float, default=d.random_inner_steps_min)
-    p.add_argument("--random-inner-steps-max", type=float, default=d.random_inner_steps_max)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--clip", type=float, default=d.clip, help="meta-gradient norm clip (0: off)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-steps", type=int, default=None, help="validation episode length (default: inner steps)")
-    p.add_argument("--eval-seeds", type=int, default=d.eval_seeds,
-                   help="validation episodes averaged for model selection")
-    p.add_argument("--init", default=None, metavar="NAME_OR_DIR",
-                   help="start from a saved rule of the same kind (fine-tuning); options not given take its values")
-    p.add_argument("--init-head", default=None, metavar="NAME_OR_DIR",
-                   help="start the rule's head from a saved rule's head (e.g. a trained ff), graph inputs at zero")
-    p.add_argument("--train-only", default=None, metavar="MODULES",
-                   help="meta-train only the rule's parameters under these comma-separated module names "
-                        "(e.g. step_head); the rest keeps its initial values")
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--embedded", action="store_true", help="train on the small embedded FashionMNIST subset")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", type=Path, required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out with its stored options")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--pipeline", choices=["auto", "on", "off"], default="auto",
-                   help="on a multi-core CPU, run each inner step's backward beside the next forward "
-                        "(auto: where the rule gains from it, i.e. pna)")
-    p.add_argument("--recompute", action="store_true",
-                   help="tbptt: run the rule's forward again in the backward instead of storing its activations "
-                        "(much less memory for long unrolls, about one more rule forward per step; not stored, "
-                        "so pass it again with --resume)")
+    p = argparse.ArgumentParser(
+        prog="python -m gnnopt.training", description=__doc__.split("\n\n")[0],
+        epilog="Also: `python -m gnnopt.training recipe NAME [--dry-run]` reproduces a shipped checkpoint "
+               "stage by stage; `python -m gnnopt.training card NAME` regenerates its model card.")
+    add_config_arguments(p)
+    run = p.add_argument_group("this invocation (not stored with the run)")
+    run.add_argument("--out", type=Path, required=True, help="run directory")
+    run.add_argument("--resume", action="store_true",
+                     help=f"continue the run in --out with its stored options; of the others, only "
+                          f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} may change")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    run.add_argument("--data-dir", default=None)
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--pipeline", choices=["auto", "on", "off"], default="auto",
+                     help="on a multi-core CPU, run each inner step's backward beside the next forward "
+                          "(auto: where the rule gains from it, i.e. pna)")
+    run.add_argument("--recompute", action="store_true",
+                     help="tbptt: run the rule's forward again in the backward instead of storing its "
+                          "activations (much less memory for long unrolls)")
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    rule_config = dict(args.rule_config or {})
-    if args.hidden is not None:
-        rule_config["hidden"] = args.hidden
-    if args.layers is not None:
-        rule_config["layers"] = args.layers
-    return TrainConfig(
-        task=args.task, rule=args.rule.replace("-", "_"), rule_config=rule_config, objective=args.objective,
-        unroll=args.unroll, second_order=args.second_order, inner_steps=args.inner_steps,
-        outer_steps=args.outer_steps,
-        meta_batch_size=args.meta_batch_size, random_inner_steps_after=args.random_inner_steps_after,
-        random_inner_steps_min=args.random_inner_steps_min, random_inner_steps_max=args.random_inner_steps_max,
-        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip=args.clip,
-        eval_every=args.eval_every, eval_steps=args.eval_steps, eval_seeds=args.eval_seeds,
-        save_every=args.save_every, seed=args.seed,
-        embedded=args.embedded, init=args.init, init_head=args.init_head, segment_steps=args.segment_steps,
-        train_only=args.train_only, es_pairs=args.es_pairs, es_sigma=args.es_sigma,
-        es_tail=args.es_tail,
-    )
+def resumed_config(out: Path, given: dict[str, Any]) -> TrainConfig:
+    """The stored config of the run in ``out``, with the :data:`RESUMABLE` options ``given``
+    changed; any other option given must equal its stored value."""
+    from .checkpoint import read_config
+
+    stored = TrainConfig.normalize(read_config(out))
+    clashes = {k: (stored[k], v) for k, v in given.items() if k not in RESUMABLE and stored[k] != v}
+    if clashes:
+        listed = ", ".join(f"{k} (stored {a!r}, given {b!r})" for k, (a, b) in clashes.items())
+        raise ValueError(f"--resume cannot change {listed}; only {', '.join(RESUMABLE)} may change")
+    return TrainConfig.from_dict({**stored, **given})
 
 
-def main(argv=None) -> int:
+def train_main(argv: list[str]) -> int:
+    from .trainer import meta_train, summary
+
     args = build_parser().parse_args(argv)
     keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        given = config_options(args)
+        cfg = resumed_config(args.out, given) if args.resume else TrainConfig(**given)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.resume:
-        from .checkpoint import read_config
-
-        cfg = TrainConfig.from_dict(read_config(args.out))
-        print(f"resuming {args.out} with its stored options", file=sys.stderr)
-    else:
-        try:
-            cfg = config_from_args(args)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        changed = ", ".join(f"{k}={v!r}" for k, v in given.items() if k in RESUMABLE)
+        print(f"resuming {args.out} with its stored options" + (f", now {changed}" if changed else ""),
+              file=sys.stderr)
     if args.recompute and cfg.objective != "tbptt":
         print("error: --recompute is for --objective tbptt (greedy keeps one step's activations only)",
               file=sys.stderr)
@@ -132,6 +141,57 @@ def main(argv=None) -> int:
         return 2
     print(f"{args.out}: {summary(args.out)}; best rule in {args.out / 'best'}")
     return 0
+
+
+def recipe_main(argv: list[str]) -> int:
+    """``recipe`` and ``card``: a shipped checkpoint's stages, and its model card."""
+    from .card import write_card
+    from .recipe import SMOKE, Recipe, run
+
+    p = argparse.ArgumentParser(prog="python -m gnnopt.training", description="Reproduce a shipped checkpoint (recipe) or write its model card (card).")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("recipe", help="run (or resume) every stage of a recipe")
+    r.add_argument("name", help="a recipe under recipes/ (e.g. pna-fmnist17) or a recipe.json path")
+    r.add_argument("--dry-run", action="store_true", help="print every stage, its command and status; run nothing")
+    r.add_argument("--runs", type=Path, default=Path("runs"), help="where stage runs live (default: runs)")
+    r.add_argument("--stages", default=None, help="comma-separated stage names to run (default: all, in order)")
+    r.add_argument("--smoke", action="store_true",
+                   help=f"tiny stages on the embedded subset, to check the plumbing ({SMOKE})")
+    r.add_argument("--record", action="store_true", help="copy each finished stage's record into the recipe folder")
+    r.add_argument("--evaluate", action="store_true", help="then run the recipe's evaluations into its folder")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--threads", type=int, default=None, help="torch threads (default: the recipe's)")
+    r.add_argument("--no-progress", action="store_true")
+    c = sub.add_parser("card", help="write a recipe's model card (and with --ship its weights) into pretrained/")
+    c.add_argument("name")
+    c.add_argument("--runs", type=Path, default=Path("runs"))
+    c.add_argument("--ship", action="store_true", help="also copy the shipped stage's selected weights from RUNS")
+    c.add_argument("--dest", type=Path, default=Path("pretrained"))
+    args = p.parse_args(argv)
+    try:
+        recipe = Recipe.load(args.name, args.runs)
+        if args.command == "card":
+            print(f"wrote {write_card(recipe, args.dest, runs=args.runs if args.ship else None)}")
+            return 0
+        keep_freed_memory()
+        threads = args.threads or recipe.threads
+        if threads:
+            torch.set_num_threads(threads)
+        only = [s.strip() for s in args.stages.split(",")] if args.stages else None
+        return run(recipe, args.runs, dry_run=args.dry_run, smoke=args.smoke, only=only, do_record=args.record,
+                   evaluate=args.evaluate, device=args.device, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("recipe", "card"):
+        return recipe_main(argv)
+    return train_main(argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from safetensors.torch import load_file, save_file
 
-from ..hub import _atomic_write, save_rule
+from ..hub import atomic_write
 from ..rules import UpdateRule
 from .config import TrainConfig
 
@@ -29,7 +29,7 @@ STATE_JSON = "trainer_state.json"
 def write_checkpoint(out: Path, rule: UpdateRule, cfg: TrainConfig, step: int) -> None:
     """``config.json`` (the rule's config plus the training options) and the latest weights:
     the run directory itself loads with ``GNNOptimizer.from_pretrained``."""
-    save_rule(rule, out, extra={"training": cfg.to_dict(), "outer_step": step})
+    rule.save_pretrained(out, extra={"training": cfg.to_dict(), "outer_step": step})
 
 
 def read_config(out: Path) -> dict[str, Any]:
@@ -72,11 +72,11 @@ def save_trainer_state(out: Path, rule: UpdateRule, cfg: TrainConfig, meta_opt: 
     rule_weights = {f"rule.{k}": v.detach().cpu().contiguous() for k, v in rule.state_dict().items()}
     episode_tensors, episode_info = episodes or ({}, None)
     episode_tensors = {f"episode.{k}": v.detach().cpu().contiguous() for k, v in episode_tensors.items()}
-    _atomic_write(out / STATE_TENSORS, lambda p: save_file({**tensors, **rule_weights, **episode_tensors}, p))
+    atomic_write(out / STATE_TENSORS, lambda p: save_file({**tensors, **rule_weights, **episode_tensors}, p))
     payload = {"outer_step": step, "best": best, "adam_steps": steps}
     if episode_info is not None:
         payload["episodes"] = episode_info
-    _atomic_write(out / STATE_JSON, lambda p: Path(p).write_text(json.dumps(payload, indent=2) + "\n"))
+    atomic_write(out / STATE_JSON, lambda p: Path(p).write_text(json.dumps(payload, indent=2) + "\n"))
     _truncate_metrics(out, step)
 
 
@@ -108,8 +108,8 @@ def _truncate_metrics(out: Path, step: int) -> None:
     records = read_metrics(out)
     kept = [r for r in records if r["step"] <= step]
     if len(kept) != len(records):
-        _atomic_write(out / METRICS, lambda p: Path(p).write_text("".join(json.dumps(r) + "\n" for r in kept)))
+        atomic_write(out / METRICS, lambda p: Path(p).write_text("".join(json.dumps(r) + "\n" for r in kept)))
 
 
 def save_best(out: Path, rule: UpdateRule, cfg: TrainConfig, best: dict[str, Any]) -> None:
-    save_rule(rule, out / "best", extra={"outer_step": best["step"], "selection": best, "training": cfg.to_dict()})
+    rule.save_pretrained(out / "best", extra={"outer_step": best["step"], "selection": best, "training": cfg.to_dict()})

@@ -5,11 +5,24 @@ import dataclasses
 from typing import Any
 
 OBJECTIVES = ("greedy", "tbptt", "es")
+#: the option groups of ``python -m gnnopt.training --help``, in order
+GROUPS = ("task", "rule", "objective", "episodes", "meta-optimizer", "selection", "run")
+#: options a resumed run may change: they do not alter what was already trained
+RESUMABLE = ("outer_steps", "eval_every", "save_every")
+
+
+def _opt(default: Any, group: str, help: str) -> Any:
+    """A config field with its command-line group and help (the flags are generated from them)."""
+    assert group in GROUPS, group
+    meta = {"group": group, "help": help}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a meta-training run (SPEC section 5).
+    """Everything that defines a meta-training run.
 
     An outer step runs ``meta_batch_size`` episodes (per process) of ``inner_steps`` inner
     steps each, then makes one meta-update of the rule with AdamW (``lr``,
@@ -49,40 +62,51 @@ class TrainConfig:
     rewards early progress instead.
 
     ``train_only`` (when set) meta-trains only the rule's parameters under these
-    comma-separated module names (e.g. ``"step_head"``); the others keep their initial
-    (usually ``init``) values. A fine-tune can then learn one part of a saved rule, at its
-    own learning rate, without the rest drifting.
+    comma-separated module names (e.g. ``"head"``); the others keep their initial
+    (usually ``init``) values. A fine-tune can then learn one part of a saved rule (a small
+    step-size module, say), at its own learning rate, without the rest drifting.
+
+    Every field carries its command-line group and help in its metadata:
+    ``python -m gnnopt.training`` generates its flags from them.
     """
 
-    task: str = "fmnist17"
-    rule: str = "pna"
-    rule_config: dict[str, Any] = dataclasses.field(default_factory=dict)
-    objective: str = "greedy"
-    unroll: int = 10
-    second_order: bool = False
-    inner_steps: int = 100
-    outer_steps: int = 1000
-    meta_batch_size: int = 1
-    random_inner_steps_after: int | None = None
-    random_inner_steps_min: float = 0.75
-    random_inner_steps_max: float = 2.5
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 0
-    clip: float = 1.0
-    eval_every: int = 25
-    eval_steps: int | None = None
-    eval_seeds: int = 1
-    save_every: int = 5
-    seed: int = 0
-    embedded: bool = False
-    init: str | None = None
-    init_head: str | None = None
-    segment_steps: int | None = None
-    train_only: str | None = None
-    es_pairs: int = 4
-    es_sigma: float = 0.01
-    es_tail: int | None = None
+    task: str = _opt("fmnist17", "task", "a task, or several comma-separated ones on one data set (each episode "
+                     "draws one; selection averages their validation accuracies)")
+    rule: str = _opt("pna", "rule", "ff, lstm, pna, rt or pna_lstm")
+    rule_config: dict[str, Any] = _opt({}, "rule", "rule options as JSON, e.g. '{\"head_layers\": 3}' "
+                                       "(default: the paper configuration)")
+    objective: str = _opt("greedy", "objective", "greedy, tbptt or es")
+    unroll: int = _opt(10, "objective", "tbptt truncation length")
+    second_order: bool = _opt(False, "objective", "tbptt: back-propagate through the optimizee's gradients too")
+    inner_steps: int = _opt(100, "episodes", "inner steps of an episode")
+    outer_steps: int = _opt(1000, "meta-optimizer", "meta-updates of the run (may grow on --resume; the cosine "
+                            "schedule then spans the new length)")
+    meta_batch_size: int = _opt(1, "episodes", "episodes per meta-update (per process)")
+    random_inner_steps_after: int | None = _opt(None, "episodes", "from this outer step on, episodes last "
+                                                "inner_steps * U(min, max) steps")
+    random_inner_steps_min: float = _opt(0.75, "episodes", "random episode length: lower factor")
+    random_inner_steps_max: float = _opt(2.5, "episodes", "random episode length: upper factor")
+    lr: float = _opt(3e-4, "meta-optimizer", "AdamW learning rate of the rule (cosine schedule)")
+    weight_decay: float = _opt(1e-4, "meta-optimizer", "AdamW weight decay")
+    warmup_steps: int = _opt(0, "meta-optimizer", "linear warm-up of the meta learning rate")
+    clip: float = _opt(1.0, "meta-optimizer", "meta-gradient norm clip (0: off)")
+    eval_every: int = _opt(25, "selection", "validate (and maybe select) every this many outer steps")
+    eval_steps: int | None = _opt(None, "selection", "validation episode length (default: inner_steps)")
+    eval_seeds: int = _opt(1, "selection", "validation episodes averaged for model selection")
+    save_every: int = _opt(5, "run", "save the resumable state every this many outer steps")
+    seed: int = _opt(0, "run", "seed of the rule's initialisation and of every episode")
+    embedded: bool = _opt(False, "task", "train on the small embedded FashionMNIST subset (smoke runs only)")
+    init: str | None = _opt(None, "rule", "start from a saved rule of the same kind (fine-tuning); options "
+                            "not given take its values")
+    init_head: str | None = _opt(None, "rule", "start the rule's head from a saved rule's head (e.g. a trained ff), "
+                                 "graph inputs at zero")
+    segment_steps: int | None = _opt(None, "episodes", "inner steps per outer step; longer episodes carry over "
+                                     "to the next outer steps")
+    train_only: str | None = _opt(None, "rule", "meta-train only the parameters under these comma-separated "
+                                  "module names; the rest keeps its initial values")
+    es_pairs: int = _opt(4, "objective", "es: antithetic pairs of perturbations per segment")
+    es_sigma: float = _opt(0.01, "objective", "es: perturbation scale")
+    es_tail: int | None = _opt(None, "objective", "es: score each run on the mean loss of its last K steps only")
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not all(self.task_names):

@@ -1,320 +1,33 @@
-"""Meta-training: episodes of the learned update on fresh optimizees, meta-updates of the rule.
+"""The meta-training loop: episodes of the learned update on fresh optimizees, meta-updates
+of the rule, validation and selection, checkpoints and exact resume.
 
-Every inner step calls :func:`gnnopt.functional.learned_update`, the same pure function as
-``GNNOptimizer.step``; only the grad mode differs. Objectives (SPEC section 5):
-
-* ``greedy``: after each inner step, the loss of the updated optimizee on the same batch
-  is added to the meta-loss; the optimizee is detached after every step.
-* ``tbptt``: the meta-loss is the mean loss over ``unroll`` consecutive inner steps, each
-  measured on the batch after the update; gradients flow back through the whole unroll
-  (through the parameters and the updates; with ``second_order`` also through the
-  gradient features, which first-order truncations ignore).
-
-Every episode is seeded from ``(seed, outer step, episode, rank)``, so a resumed run draws
-exactly the episodes the uninterrupted one would have, and the rule's weights, the
-AdamW state and the step counter are all the state there is.
+The rule's weights, the AdamW state, the step counter and (with persistent episodes) the
+running episodes are all the state there is; every episode is seeded from its position.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import signal
 import time
 import warnings
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
-from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint as recomputed
 
-from ..data import BatchStream, Dataset, load_dataset
-from ..functional import init_momenta, learned_update
-from ..graph import NeuralGraph, build_neural_graph, infer_kinds
-from ..rules import UpdateRule, create
-from ..rules.base import Head
-from ..tasks import Task, get_task
+from ..bench.data import Dataset, load_dataset
+from ..bench.protocol import run_learned_episode
+from ..bench.tasks import get_task
+from ..rules import UpdateRule
 from . import checkpoint
-from .config import TrainConfig
+from .config import RESUMABLE, TrainConfig
 from .distributed import DistContext
-
-
-def episode_seed(seed: int, outer_step: int, episode: int, rank: int = 0) -> int:
-    """A distinct, reproducible seed for every episode of every process."""
-    return (seed * 1_000_003 + outer_step * 10_007 + episode * 101 + rank * 7_919_821) % (2**31 - 1)
-
-
-@dataclass
-class Optimizee:
-    """A fresh optimizee: its module (used functionally), names, graph and batch stream."""
-
-    model: nn.Module
-    names: list[str]
-    params: list[Tensor]
-    graph: NeuralGraph
-    stream: BatchStream
-
-    def loss(self, params: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
-        x, y = batch
-        return F.cross_entropy(functional_call(self.model, dict(zip(self.names, params)), (x,)), y)
-
-
-def make_optimizee(task: Task, data: Dataset, seed: int, graph_options: dict[str, int], device) -> Optimizee:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = task.build_model()
-    model.to(device)
-    named = list(model.named_parameters())
-    kinds = infer_kinds(model)
-    names = [n for n, _ in named]
-    graph = build_neural_graph(names, [p.shape for _, p in named], [kinds[n] for n in names], **graph_options)
-    stream = BatchStream(data.train, task.batch_size, torch.Generator().manual_seed(seed))
-    return Optimizee(model, names, [p.detach() for _, p in named], graph.to(device), stream)
-
-
-def episode_task(tasks: list[Task], seed: int) -> Task:
-    """The task an episode trains: one of ``tasks``, drawn from its seed."""
-    if len(tasks) == 1:
-        return tasks[0]
-    return tasks[int(torch.randint(len(tasks), (), generator=torch.Generator().manual_seed(seed + 2)))]
-
-
-def episode_length(cfg: TrainConfig, outer_step: int, seed: int) -> int:
-    """``inner_steps``, or after ``random_inner_steps_after`` a length drawn from the range."""
-    if cfg.random_inner_steps_after is None or outer_step < cfg.random_inner_steps_after:
-        return cfg.inner_steps
-    u = torch.rand((), generator=torch.Generator().manual_seed(seed + 1)).item()
-    factor = cfg.random_inner_steps_min + u * (cfg.random_inner_steps_max - cfg.random_inner_steps_min)
-    return max(1, int(cfg.inner_steps * factor))
-
-
-@dataclass
-class Episode:
-    """An optimizee part-way through training by the rule: where it stands between inner steps.
-
-    ``params``, ``momenta`` and ``rule_state`` are detached; ``done`` of ``length`` inner
-    steps have run. An episode lives for one outer step, or across outer steps with
-    ``segment_steps``.
-    """
-
-    optimizee: Optimizee
-    seed: int
-    length: int
-    params: list[Tensor]
-    momenta: list[Tensor]
-    rule_state: dict[str, Tensor] | None
-    done: int = 0
-    task: str = ""
-
-    @classmethod
-    def start(cls, rule: UpdateRule, optimizee: Optimizee, seed: int, length: int, task: str = "") -> Episode:
-        params = optimizee.params
-        return cls(optimizee, seed, length, params, [init_momenta(p) for p in params],
-                   rule.init_state(optimizee.graph, params[0].device), task=task)
-
-    @property
-    def finished(self) -> bool:
-        return self.done >= self.length
-
-
-def _trained_parameters(rule: UpdateRule, modules: list[str]) -> list[torch.nn.Parameter]:
-    """The parameters meta-training updates: all of ``rule``'s, or those under ``modules``
-    (``train_only``); the others stop requiring gradients, so none are computed for them."""
-    if not modules:
-        return list(rule.parameters())
-    under = {m: [p for n, p in rule.named_parameters() if n == m or n.startswith(m + ".")] for m in modules}
-    missing = [m for m, params in under.items() if not params]
-    if missing:
-        tops = sorted({n.split(".")[0] for n, _ in rule.named_parameters()})
-        raise ValueError(f"Invalid train_only: rule {rule.name!r} has no parameters under {', '.join(missing)} "
-                         f"(its modules: {', '.join(tops)})")
-    trained = {id(p): p for params in under.values() for p in params}
-    for param in rule.parameters():
-        param.requires_grad_(id(param) in trained)
-    return list(trained.values())
-
-
-def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float, *,
-                pipeline: bool | None = None, recompute: bool = False) -> float:
-    """Advance ``ep`` by ``steps`` inner steps, back-propagating ``weight *`` their mean
-    meta-loss into the rule's ``.grad``. Returns that mean meta-loss (a float, for logging).
-
-    With the ``greedy`` objective, ``pipeline`` (default: the rule's ``pipeline_backward``)
-    and a CPU with two or more threads, each backward runs beside the next forward
-    (:class:`BackwardPipeline`); the gradients are the same up to float rounding.
-
-    With ``tbptt``, ``recompute`` keeps only each inner step's inputs to the rule and runs
-    the rule's forward again during the backward (activation checkpointing), instead of
-    holding every step's rule activations until the truncation's backward. The rule's
-    activations dominate a truncation's memory, so this makes long unrolls fit, for about
-    one more rule forward per step; the gradients are the same up to float rounding
-    (``benchmarks/recompute.py`` measures both).
-
-    With ``es``, nothing is back-propagated through the steps: see :func:`_es_segment`.
-    """
-    opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
-    total, count = 0.0, 0
-    pipeline = rule.pipeline_backward if pipeline is None else pipeline
-    if cfg.objective == "greedy":
-        with BackwardPipeline(params[0].device, enabled=pipeline) as backward:
-            for _ in range(steps):
-                batch = opt.stream.next()
-                leaves = [p.requires_grad_() for p in params]
-                grads = torch.autograd.grad(opt.loss(leaves, batch), leaves)
-                result = learned_update(rule, opt.graph, params, grads, momenta, state)
-                new = [p.detach() + u for p, u in zip(params, result.updates)]
-                meta = opt.loss(new, batch)
-                backward(meta * (weight / steps))
-                total, count = total + meta.item(), count + 1
-                params = [p.detach() for p in new]
-                momenta = result.momenta
-                state = _detach(result.rule_state)
-    elif cfg.objective == "es":
-        total, (params, momenta, state) = _es_segment(rule, ep, cfg, steps, weight)
-        count = 1
-    else:  # tbptt: truncations of `unroll` steps; each step's loss is on its next batch
-        # (no pipeline: a truncation's backward beside the next one's forward measured slower)
-        update = functools.partial(recomputed, learned_update, use_reentrant=False) if recompute else learned_update
-        done = 0
-        batch = opt.stream.next()
-        while done < steps:
-            length = min(cfg.unroll, steps - done)
-            current = [p.detach().requires_grad_() for p in params]
-            metas = []
-            for t in range(length):
-                loss = opt.loss(current, batch)
-                if t > 0:
-                    metas.append(loss)  # loss of the previous update, measured on a new batch
-                grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
-                                            create_graph=cfg.second_order)
-                result = update(rule, opt.graph, current, grads, momenta, state, second_order=cfg.second_order)
-                current = [p + u for p, u in zip(current, result.updates)]
-                momenta, state = result.momenta, result.rule_state
-                batch = opt.stream.next()
-            metas.append(opt.loss(current, batch))
-            meta = torch.stack(metas).mean()
-            (meta * (weight * length / steps)).backward()
-            total, count = total + meta.item() * length, count + length
-            params = [p.detach() for p in current]
-            momenta = [m.detach() for m in momenta]
-            state = _detach(state)
-            done += length
-    ep.params, ep.momenta, ep.rule_state = [p.detach() for p in params], [m.detach() for m in momenta], state
-    ep.done += steps
-    return total / max(count, 1)
-
-
-def _rollout(rule: UpdateRule, ep: Episode, batches: list[tuple[Tensor, Tensor]]):
-    """Run ``len(batches) - 1`` inner steps from ``ep``'s state without a graph through the
-    rule; returns the meta-losses (each update's loss on the next batch) and the end state."""
-    opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
-    losses = []
-    for t in range(len(batches) - 1):
-        leaves = [p.detach().requires_grad_() for p in params]
-        grads = torch.autograd.grad(opt.loss(leaves, batches[t]), leaves)
-        with torch.no_grad():
-            result = learned_update(rule, opt.graph, [p.detach() for p in leaves], grads, momenta, state)
-            params = [p.detach() + u for p, u in zip(leaves, result.updates)]
-            momenta, state = result.momenta, result.rule_state
-            losses.append(opt.loss(params, batches[t + 1]).item())
-    return losses, (params, momenta, state)
-
-
-def _es_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float):
-    """The ``es`` objective for one segment: antithetic Gaussian perturbations of the trained
-    parameters, each pair run on the same batches from the same state, and ``weight *`` the
-    estimated meta-gradient added to their ``.grad``. Then the segment is run once more with
-    the parameters as they are, to advance the episode; returns that run's mean meta-loss
-    and end state. With ``cfg.es_tail``, the perturbed runs are scored on their last steps only.
-    The draws are seeded by the episode and its position, so a resumed run repeats them."""
-    batches = [ep.optimizee.stream.next() for _ in range(steps + 1)]
-    trained = [p for p in rule.parameters() if p.requires_grad]
-    gen = torch.Generator().manual_seed((ep.seed * 1_000_003 + ep.done) % 2**62)
-    centre = [p.detach().clone() for p in trained]
-    scale = weight / (2 * cfg.es_sigma * cfg.es_pairs)
-    for _ in range(cfg.es_pairs):
-        noise = [torch.randn(p.shape, generator=gen).to(p) for p in trained]
-        losses = []
-        for sign in (1.0, -1.0):
-            with torch.no_grad():
-                for p, c, n in zip(trained, centre, noise):
-                    p.copy_(c + sign * cfg.es_sigma * n)
-            run = _rollout(rule, ep, batches)[0]
-            tail = run[-cfg.es_tail:] if cfg.es_tail is not None else run
-            losses.append(sum(tail) / len(tail))
-        for p, n in zip(trained, noise):
-            step = n * ((losses[0] - losses[1]) * scale)
-            p.grad = step if p.grad is None else p.grad.add_(step)
-    with torch.no_grad():
-        for p, c in zip(trained, centre):
-            p.copy_(c)
-    run, end = _rollout(rule, ep, batches)
-    return sum(run) / len(run), end
-
-
-def run_episode(rule: UpdateRule, opt: Optimizee, cfg: TrainConfig, steps: int, weight: float, *,
-                pipeline: bool | None = None, recompute: bool = False) -> float:
-    """Run one whole ``steps``-step episode on a fresh ``opt`` (see :func:`run_segment`)."""
-    return run_segment(rule, Episode.start(rule, opt, 0, steps), cfg, steps, weight, pipeline=pipeline,
-                       recompute=recompute)
-
-
-class BackwardPipeline:
-    """Runs each meta-loss's backward on a second thread while the next forward goes on.
-
-    An inner step's backward through the rule only accumulates into the rule's ``.grad``;
-    the next inner step's forward needs the updated parameters, not that gradient. So on a
-    CPU with two or more intra-op threads, the backward of step t runs beside the forward
-    of step t + 1, each with half of the threads: on task 17 the two halves take about as
-    long as each other, and a step about as long as the longer one. Backwards still run one
-    at a time and in order, so ``.grad`` accumulates exactly as it would without the
-    pipeline. Elsewhere (CUDA, where kernels already run asynchronously, or one thread) and
-    with ``enabled=False`` it calls ``backward()`` in place.
-
-    Use as a context manager; call the instance with each loss. Leaving the block waits for
-    the last backward and re-raises any error from the worker.
-    """
-
-    def __init__(self, device: torch.device, *, enabled: bool = True) -> None:
-        self.threads = torch.get_num_threads()
-        self.enabled = enabled and torch.device(device).type == "cpu" and self.threads >= 2
-        self._pending: Future | None = None
-
-    def __enter__(self) -> BackwardPipeline:
-        if self.enabled:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnnopt-backward")
-            torch.set_num_threads(self.threads // 2)
-        return self
-
-    def __call__(self, loss: Tensor) -> None:
-        if not self.enabled:
-            loss.backward()
-            return
-        self._wait()  # one graph in flight at most, and backwards in order
-        self._pending = self._pool.submit(loss.backward)
-
-    def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises the backward's exception here
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            try:
-                self._wait()
-            finally:
-                self._pool.shutdown(wait=True)
-                torch.set_num_threads(self.threads)
-
-
-def _detach(state):
-    return None if state is None else {k: v.detach() for k, v in state.items()}
+from .episodes import Episode, episode_length, episode_seed, episode_task, make_optimizee
+from .init import initial_rule, trained_parameters
+from .objectives import run_segment
 
 
 class MetaTrainer:
@@ -349,8 +62,8 @@ class MetaTrainer:
         self.data = Dataset(self.data.train.to(self.device), self.data.val.to(self.device), self.data.test,
                             self.data.name, self.data.source)
         torch.manual_seed(cfg.seed)
-        self.rule = _initial_rule(cfg).to(self.device)
-        self.meta_opt = torch.optim.AdamW(_trained_parameters(self.rule, cfg.trained_modules), lr=cfg.lr,
+        self.rule = initial_rule(cfg).to(self.device)
+        self.meta_opt = torch.optim.AdamW(trained_parameters(self.rule, cfg.trained_modules), lr=cfg.lr,
                                           weight_decay=cfg.weight_decay)
         self.step = 0
         self.best: dict[str, Any] | None = None
@@ -370,10 +83,12 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------ run
     def resume(self) -> None:
-        """Load the stored state of a run directory; the stored config must match."""
+        """Load the stored state of a run directory; the stored config must match, but for the
+        :data:`~gnnopt.training.config.RESUMABLE` options (e.g. more outer steps)."""
         stored = TrainConfig.normalize(checkpoint.read_config(self.out))
-        if stored != self.cfg.to_dict():
-            diff = {k: (stored.get(k), v) for k, v in self.cfg.to_dict().items() if stored.get(k) != v}
+        diff = {k: (stored.get(k), v) for k, v in self.cfg.to_dict().items()
+                if k not in RESUMABLE and stored.get(k) != v}
+        if diff:
             raise ValueError(f"{self.out / 'config.json'}: the run was started with other options: {diff}")
         self.step, self.best, episodes = checkpoint.load_trainer_state(self.out, self.rule, self.meta_opt,
                                                                         self.device)
@@ -481,8 +196,6 @@ class MetaTrainer:
     def validate(self) -> dict[str, Any]:
         """Run the rule on ``eval_seeds`` fixed fresh optimizees of every task of the run; mean
         validation loss/accuracy (and, with several tasks, the accuracy of each)."""
-        from ..eval import run_learned_episode
-
         self.rule.eval()
         by_task = {}
         for task in self.tasks:
@@ -569,61 +282,6 @@ class _InterruptFlag:
     def restore(self) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
-
-
-def _initial_rule(cfg: TrainConfig) -> UpdateRule:
-    """A fresh rule of ``cfg.rule``, or the saved rule ``cfg.init`` (which must be of that kind),
-    with its head taken from the saved rule ``cfg.init_head`` when that is set.
-
-    With ``cfg.init``, options missing from ``cfg.rule_config`` take the saved rule's values, so
-    a fine-tune needs no repeat of them; an option given explicitly must match the saved rule.
-    The saved rule may lack :attr:`~gnnopt.rules.UpdateRule.optional` options that this run
-    turns on (e.g. ``pna``'s ``step_head_gain``): its weights are then loaded into the fresh
-    rule, whose added modules keep their initialisation (zero: the same function at first).
-    """
-    from ..hub import load_rule
-
-    saved = load_rule(cfg.init) if cfg.init is not None else None
-    defaults = saved.config if saved is not None and saved.name == cfg.rule else {}
-    fresh = create(cfg.rule, **{**defaults, **cfg.rule_config})
-    rule = fresh
-    if saved is not None:
-        rule = saved
-        added = {k for k in set(fresh.config) - set(rule.config) if k in fresh.optional}
-        if rule.name != cfg.rule or {k: v for k, v in fresh.config.items() if k not in added} != rule.config:
-            raise ValueError(
-                f"--init {cfg.init}: a {rule.name} rule with {rule.config}, but this run trains a "
-                f"{cfg.rule} rule with {fresh.config}"
-            )
-        if added:
-            missing, unexpected = fresh.load_state_dict(rule.state_dict(), strict=False)
-            if unexpected:  # cannot happen while an added option only adds modules
-                raise ValueError(f"--init {cfg.init}: weights {unexpected} have no place in {fresh.config}")
-            print(f"--init {cfg.init}: options {sorted(added)} added; new weights {missing} start at their initialisation")
-            rule = fresh
-    if cfg.init_head is not None:
-        transplant_head(load_rule(cfg.init_head).head, rule.head, label=cfg.init_head)
-    return rule
-
-
-@torch.no_grad()
-def transplant_head(source: Head, target: Head, *, label: str = "the source rule") -> None:
-    """Make ``target`` compute what ``source`` does, ignoring its graph embedding.
-
-    The heads must have the same hidden sizes; ``target``'s embedding columns of its first
-    layer are zeroed (the own-feature columns and every later layer are copied), so the
-    embedding only enters once meta-training moves those columns.
-    """
-    if len(source.net) != len(target.net) or any(
-        a.weight.shape[0] != b.weight.shape[0] for a, b in zip(source.net[::2], target.net[::2])
-    ):
-        raise ValueError(f"--init-head {label}: its head ({source.net}) does not match this rule's ({target.net})")
-    first = target.net[0]
-    first.weight.zero_()
-    first.weight[:, target.embed_dim:] = source.net[0].weight[:, source.embed_dim:]
-    first.bias.copy_(source.net[0].bias)
-    for a, b in zip(source.net[2::2], target.net[2::2]):
-        b.load_state_dict(a.state_dict())
 
 
 def _grad_norm(module: nn.Module) -> float:

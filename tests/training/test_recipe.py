@@ -1,0 +1,98 @@
+"""Recipes, model cards and the generated training CLI: one command per shipped checkpoint."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gnnopt.bench.tasks import list_tasks
+from gnnopt.training import TrainConfig
+from gnnopt.training.__main__ import build_parser
+from gnnopt.training.__main__ import main as training_main
+from gnnopt.training.card import write_card
+from gnnopt.training.export import main as export_main
+from gnnopt.training.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = "pna-fmnist17"
+
+
+@pytest.fixture
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def test_dry_run_prints_every_stage_and_runs_nothing(at_root, tmp_path, capsys):
+    recipe = Recipe.load(SHIPPED, tmp_path)
+    assert training_main(["recipe", SHIPPED, "--dry-run", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for i, stage in enumerate(recipe.stages, 1):
+        assert f"[{i}/{len(recipe.stages)}] {stage.name}: not started" in out
+        assert f"--out {tmp_path / SHIPPED / stage.name}" in out
+    # a later stage starts from the earlier stage's selected rule
+    assert f"--init-head {tmp_path / SHIPPED / 'ff' / 'best'}" in out
+    assert not any(tmp_path.iterdir())
+
+
+def test_recipe_stages_are_the_shipped_runs(at_root):
+    """The recipe's last stage is the configuration the bundled weights were selected from."""
+    recipe = Recipe.load(SHIPPED)
+    shipped = json.loads((ROOT / "pretrained" / SHIPPED / "config.json").read_text())["training"]
+    expected = TrainConfig.normalize({**shipped, "init": str(Path("runs") / SHIPPED / "multi" / "best")})
+    assert recipe.stage(recipe.ship).config.to_dict() == expected
+
+
+def test_smoke_runs_the_first_stage_then_skips_it(at_root, tmp_path, capsys):
+    args = ["recipe", SHIPPED, "--smoke", "--stages", "ff", "--runs", str(tmp_path), "--no-progress"]
+    assert training_main(args) == 0
+    run = tmp_path / SHIPPED / "ff"
+    assert (run / "best" / "model.safetensors").is_file()
+    assert json.loads((run / "config.json").read_text())["training"]["embedded"] is True
+    capsys.readouterr()
+    assert training_main(args) == 0
+    assert "ff: done" in capsys.readouterr().out
+
+
+def test_card_is_regenerated_exactly_from_the_recipe(at_root, tmp_path):
+    """The bundled card is what `python -m gnnopt.training card` writes: nothing typed by hand."""
+    shutil.copytree(ROOT / "pretrained" / SHIPPED, tmp_path / SHIPPED)
+    card = write_card(Recipe.load(SHIPPED), tmp_path)
+    assert card.read_text() == (ROOT / "pretrained" / SHIPPED / "README.md").read_text()
+    assert "+2.19 points against adam (lr 0.01)" in card.read_text()
+
+
+def test_export_alias_needs_the_new_arguments(at_root, capsys):
+    assert export_main(["no-such-recipe"]) == 2
+    assert "no recipe 'no-such-recipe'" in capsys.readouterr().err
+
+
+def test_help_is_grouped_and_lists_tasks_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for group in ("task options", "rule options", "objective options", "episodes options",
+                  "meta-optimizer options", "selection options", "run options"):
+        assert group in text
+    assert all(task in text for task in list_tasks())
+    assert "--inner-steps INNER_STEPS inner steps of an episode (default: 100)" in text
+    assert "--second-order, --no-second-order" in text
+
+
+def test_every_config_field_has_a_flag():
+    flags = {a.dest for a in build_parser()._actions}
+    assert {f for f in TrainConfig().to_dict()} <= flags
+
+
+def test_resume_may_extend_a_run_but_not_change_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["--rule", "ff", "--outer-steps", "2", "--inner-steps", "3", "--eval-every", "2", "--eval-steps", "3",
+            "--embedded", "--no-progress", "--out", str(out)]
+    assert training_main(base) == 0
+    assert training_main(["--out", str(out), "--resume", "--lr", "1e-2", "--no-progress"]) == 2
+    assert "--resume cannot change lr" in capsys.readouterr().err
+    assert training_main(["--out", str(out), "--resume", "--outer-steps", "3", "--no-progress"]) == 0
+    stored = json.loads((out / "config.json").read_text())["training"]
+    assert stored["outer_steps"] == 3
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
