@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..optimizer import GNNOptimizer
-from .baselines import DEFAULT_LR_GRIDS, make_baseline
+from .baselines import DEFAULT_LR_GRIDS, TUNING_FREE, make_baseline
 from .data import BatchStream, Dataset, evaluate
 from .store import RunStore, rule_fingerprint, run_key, stored
 from .tasks import Task, get_task
@@ -67,11 +67,24 @@ def train_optimizee(
         if last or (record_every and step % record_every == 0):
             train_loss = (running / count).item()
             running, count = torch.zeros((), device=device), 0
-            eval_loss, accuracy = evaluate(model, target)
+            eval_loss, accuracy = _evaluate(model, optimizer, target)
             curve.append({"step": step, "train_loss": train_loss, "loss": eval_loss, "accuracy": accuracy})
             if not math.isfinite(train_loss):
                 break  # diverged: the last record stands for the rest of the run
     return {"loss": curve[-1]["loss"], "accuracy": curve[-1]["accuracy"], "curve": curve}
+
+
+def _evaluate(model: nn.Module, optimizer: torch.optim.Optimizer, split) -> tuple[float, float]:
+    """:func:`evaluate`, with an optimizer that has train/eval modes (Schedule-Free: its
+    averaged iterate is the one to evaluate) switched to eval for the measurement."""
+    modes = hasattr(optimizer, "eval") and hasattr(optimizer, "train")
+    if modes:
+        optimizer.eval()
+    try:
+        return evaluate(model, split)
+    finally:
+        if modes:
+            optimizer.train()
 
 
 def run_learned_episode(rule, task: Task, data: Dataset, *, steps: int, seed: int, split: str = "val",
@@ -87,7 +100,7 @@ def tune_lr(baseline: str, task: Task, data: Dataset, *, steps: int, seeds: Sequ
             grid: Sequence[float] | None = None, progress=None,
             store: RunStore | None = None) -> tuple[float, dict[float, float]]:
     """The grid learning rate with the best mean *validation* accuracy after ``steps``."""
-    return _tune(baseline, lambda lr: (lambda m: make_baseline(baseline, m, lr)), task, data, steps=steps,
+    return _tune(baseline, lambda lr: (lambda m: make_baseline(baseline, m, lr, total_steps=steps)), task, data, steps=steps,
                  seeds=seeds, grid=list(grid or DEFAULT_LR_GRIDS[baseline]), progress=progress, store=store)
 
 
@@ -177,7 +190,9 @@ def compare(
         for base in baselines:
             info: dict[str, Any] = {}
             chosen = lr
-            if chosen is None:
+            if chosen is None and base in TUNING_FREE:  # at their defaults: what a user would run
+                chosen = TUNING_FREE[base]
+            elif chosen is None:
                 tuning = list(seeds)[:tune_seeds]
                 points = list(grid or DEFAULT_LR_GRIDS[base])
                 with tqdm(total=len(points) * len(tuning), desc=f"{requested}: tuning {base} lr on val") as bar:
@@ -185,7 +200,8 @@ def compare(
                                              progress=bar, store=store)
                 info["tuning_val_acc"] = {str(k): v for k, v in scores.items()}
             info["lr"] = chosen
-            methods.append((f"{base} (lr {chosen:g})", lambda m, b=base, l=chosen: make_baseline(b, m, l), info,
+            label = f"{base} (defaults)" if base in TUNING_FREE and lr is None else f"{base} (lr {chosen:g})"
+            methods.append((label, lambda m, b=base, l=chosen: make_baseline(b, m, l, total_steps=steps), info,
                             f"{base} lr {chosen!r}"))
         task_rows, task_curves = [], []
         with warnings.catch_warnings(), tqdm(total=len(methods) * len(seeds), desc=f"{requested}: evaluating") as bar:
