@@ -9,7 +9,13 @@ side by side and interleaved so that machine noise hits all of them alike:
 * ``GNNOptimizer.step()``,
 
 and prints the median of each (after warm-up) as a Markdown table, then how the step time
-grows from ``fmnist17`` (14,378 params) to ``cifar10-cnn-w128`` (891,402 params, 62x).
+grows from the first model to the last. Besides the task CNNs, ``--tasks`` takes plain MLPs
+on flattened 28x28 inputs (``mlp-1m``, ``mlp-5m``, ``mlp-20m``: hidden widths giving about
+1M, 5M and 20M parameters) and a small Transformer encoder (``transformer-1m``, ``-5m``), where
+a weight connection carries one number rather than a kernel. ``--graph-every 1,10`` times each
+rule with its graph part run every step and every 10 steps (``GNNOptimizer(graph_every=K)``;
+the average over K consecutive steps). ``--peak-memory`` adds the resident memory each step
+adds on the CPU (``ru_maxrss`` growth; run one rule per process for a clean figure).
 
 Targets: the ``pna`` step at most 2x forward+backward on task 17 and at most 3x on
 ``cifar10-cnn-w64`` (the reference implementation measured 5.8x and 9.3x); step time
@@ -24,10 +30,12 @@ look many times slower than they are: on a shared machine, use ``--threads 1``.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from gnnopt import GNNOptimizer
@@ -45,31 +53,98 @@ def _timed(fn, device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+#: extra models: name -> (builder, input shape, classes)
+_MLP_WIDTHS = {"mlp-1m": (512, 512, 512), "mlp-5m": (2048, 2048), "mlp-20m": (4096, 4096)}
+_TRANSFORMERS = {"transformer-1m": (128, 4), "transformer-5m": (256, 6)}  # width, layers
+
+
+class _TokenTransformer(nn.Module):
+    """A Transformer encoder classifying 28 tokens of 28 features (the rows of an image)."""
+
+    def __init__(self, width: int, layers: int, classes: int = 10) -> None:
+        super().__init__()
+        self.embed = nn.Linear(28, width)
+        layer = nn.TransformerEncoderLayer(width, 4, 4 * width, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(width, classes)
+
+    def forward(self, x):
+        return self.out(self.encoder(self.embed(x.flatten(1, 2))).mean(1))
+
+
+def build(name: str) -> tuple[nn.Module, tuple[int, ...], int]:
+    """A task's CNN, or one of the extra models, with its input shape and class count."""
+    if name in _MLP_WIDTHS:
+        widths = (784, *_MLP_WIDTHS[name])
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(widths, widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(widths[-1], 10)), (1, 28, 28), 10
+    if name in _TRANSFORMERS:
+        return _TokenTransformer(*_TRANSFORMERS[name]), (1, 28, 28), 10
+    task = get_task(name)
+    return task.build_model(), task.input_shape, task.num_classes
+
+
 def measure(task_name: str, rules: list[str], args, device: torch.device) -> tuple[int, dict[str, float]]:
-    """Median milliseconds of fwd+bwd, Adam and every rule's step on one task model."""
-    task = get_task(task_name)
+    """Median milliseconds of fwd+bwd, Adam and every rule's step (averaged over ``graph_every``
+    consecutive steps) on one model."""
     torch.manual_seed(0)
-    model = task.build_model().to(device)
-    x = torch.randn(args.batch_size, *task.input_shape, device=device)
-    y = torch.randint(0, task.num_classes, (args.batch_size,), device=device)
+    model, shape, classes = build(task_name)
+    model = model.to(device)
+    x = torch.randn(args.batch_size, *shape, device=device)
+    y = torch.randint(0, classes, (args.batch_size,), device=device)
 
     def fwd_bwd() -> None:
         model.zero_grad(set_to_none=False)
         F.cross_entropy(model(x), y).backward()
 
-    steps = {"fwd+bwd": fwd_bwd, "adam": torch.optim.Adam(model.parameters(), lr=1e-3).step}
+    steps = {"fwd+bwd": (fwd_bwd, 1), "adam": (torch.optim.Adam(model.parameters(), lr=1e-3).step, 1)}
     for name in rules:
-        steps[name] = GNNOptimizer(model, create(name)).step
+        for every in args.graph_every:
+            with torch.no_grad(), _quiet():
+                opt = GNNOptimizer(model, create(name), graph_every=every)
+            steps[_key(name, every, args)] = (opt.step, every)
     times: dict[str, list[float]] = {key: [] for key in steps}
+    memory: dict[str, float] = {}
     keys = list(steps)
     for r in range(args.warmup + args.repeats):
         for key in keys[r % len(keys):] + keys[: r % len(keys)]:  # rotate the order
-            if key != "fwd+bwd":
-                fwd_bwd()  # fresh gradients for the optimizer (not timed)
-            ms = _timed(steps[key], device)
+            step, every = steps[key]
+            total = 0.0
+            before = _rss_mib()
+            for _ in range(every):  # a whole period of the amortized step
+                if key != "fwd+bwd":
+                    fwd_bwd()  # fresh gradients for the optimizer (not timed)
+                total += _timed(step, device)
+            memory[key] = max(memory.get(key, 0.0), _rss_mib() - before)
             if r >= args.warmup:
-                times[key].append(ms)
-    return sum(p.numel() for p in model.parameters()), {k: statistics.median(v) for k, v in times.items()}
+                times[key].append(total / every)
+    params = sum(p.numel() for p in model.parameters())
+    return params, {k: statistics.median(v) for k, v in times.items()}, memory
+
+
+def _key(rule: str, every: int, args) -> str:
+    return rule if args.graph_every == [1] else f"{rule} (graph every {every})"
+
+
+def _rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _quiet:
+    """Silence the warning about parameters outside the graph (Transformers have many)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore", UserWarning)
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
 
 
 def main() -> None:
@@ -81,25 +156,32 @@ def main() -> None:
     parser.add_argument("--tasks", default="fmnist17,cifar10-cnn-w64,cifar10-cnn-w128")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--graph-every", default="1", help="comma-separated K of GNNOptimizer(graph_every=K)")
+    parser.add_argument("--peak-memory", action="store_true", help="add the column of peak resident memory added")
     args = parser.parse_args()
+    args.graph_every = [int(k) for k in args.graph_every.split(",")]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rules, tasks = args.rules.split(","), args.tasks.split(",")
 
     results = {}
-    print("| task | params | rule | step ms | step/Adam | step/(fwd+bwd) |")
-    print("|---|---:|---|---:|---:|---:|")
+    mem_head = " peak MiB added |" if args.peak_memory else ""
+    print(f"| model | params | step | step ms | step/Adam | step/(fwd+bwd) |{mem_head}")
+    print("|---|---:|---|---:|---:|---:|" + ("---:|" if args.peak_memory else ""))
     for task in tasks:
-        params, ms = results[task] = measure(task, rules, args, device)
-        print(f"| {task} | {params:,} | adam | {ms['adam']:.2f} | 1.0 | {ms['adam'] / ms['fwd+bwd']:.2f} |")
-        for rule in rules:
-            print(f"| {task} | {params:,} | {rule} | {ms[rule]:.1f} | {ms[rule] / ms['adam']:.0f} "
-                  f"| {ms[rule] / ms['fwd+bwd']:.2f} |")
-        print(f"| {task} | {params:,} | (fwd+bwd) | {ms['fwd+bwd']:.1f} | | 1.00 |", flush=True)
+        params, ms, mem = measure(task, rules, args, device)
+        results[task] = (params, ms)
+        for key in ["adam", *(k for k in ms if k not in ("adam", "fwd+bwd"))]:
+            extra = f" {mem[key]:.0f} |" if args.peak_memory else ""
+            print(f"| {task} | {params:,} | {key} | {ms[key]:.2f} | {ms[key] / ms['adam']:.1f} "
+                  f"| {ms[key] / ms['fwd+bwd']:.2f} |{extra}")
+        print(f"| {task} | {params:,} | (fwd+bwd) | {ms['fwd+bwd']:.1f} | | 1.00 |" + (" |" if args.peak_memory else ""),
+              flush=True)
     if len(tasks) > 1:
         (p0, t0), (p1, t1) = results[tasks[0]], results[tasks[-1]]
-        growth = ", ".join(f"{r} {t1[r] / t0[r]:.0f}x" for r in rules)
-        verdict = "at most linear" if all(t1[r] / t0[r] <= p1 / p0 for r in rules) else "SUPERLINEAR for some"
+        keys = [k for k in t0 if k not in ("adam", "fwd+bwd")]
+        growth = ", ".join(f"{k} {t1[k] / t0[k]:.0f}x" for k in keys)
+        verdict = "at most linear" if all(t1[k] / t0[k] <= p1 / p0 for k in keys) else "SUPERLINEAR for some"
         print(f"\n{tasks[0]} -> {tasks[-1]}: params {p1 / p0:.0f}x; step time {growth} "
               f"(fwd+bwd {t1['fwd+bwd'] / t0['fwd+bwd']:.0f}x): growth {verdict}.")
 

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 
-import torch
-
 from .bench.baselines import make_baseline
 from .bench.data import load_dataset
 from .bench.protocol import train_optimizee
@@ -23,7 +21,7 @@ from .bench.tasks import get_task
 from .hub import list_pretrained
 from .optimizer import GNNOptimizer
 from .rules import load_rule
-from .runtime import keep_freed_memory
+from .runtime import check_device, keep_freed_memory
 
 PREFERRED = "pna-fmnist17"
 
@@ -51,7 +49,7 @@ def main(argv=None) -> int:
         print("error: no pretrained rule is bundled with this install; pass --rule DIR_OR_HUB_ID", file=sys.stderr)
         return 2
     try:
-        device = _check_device(args.device)
+        device = check_device(args.device)
         rule = load_rule(name).to(device)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -91,19 +89,6 @@ def main(argv=None) -> int:
     except ImportError as err:
         print(f"\n(no plot: {err})")
     return 0
-
-
-def _check_device(name: str) -> torch.device:
-    """``torch.device(name)``, refusing a device this machine does not have."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"Invalid --device {name!r} ({err})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available on this machine (use --device cpu)")
-    return device
 
 
 def _counting(make, bar):

@@ -4,8 +4,12 @@ For every parameter element (Kofinas et al. 2024, sec. 4.3; Metz et al. 2019)::
 
     m_beta <- beta * m_beta + g                       for beta in BETAS
     x      =  preprocess([theta, g, m_0.5, ..., m_0.9999])       (14 features)
-    d, m   =  rule(x, graph)
+    c      =  rule.context(x, graph)                  (the graph part: per edge/node/tensor)
+    d, m   =  rule.readout(x, c)                      (the per-element head)
     delta  =  d * lambda * exp(lambda * m)            (lambda = rule.config["update_scale"])
+
+A ``context`` from an earlier step may be passed in, and is then read instead of running
+the graph part again (the amortized step, ``GNNOptimizer(graph_every=K)``).
 
 :func:`learned_update` returns ``delta`` (the caller adds ``lr * delta`` and applies weight
 decay) and the new momenta. It runs under whatever grad mode the caller chose: no grad in
@@ -28,10 +32,18 @@ from .graph import NeuralGraph
 from .rules.base import RuleState, UpdateRule
 
 
+class Context(NamedTuple):
+    """What the rule's graph part wrote (:meth:`~gnnopt.rules.UpdateRule.context`): kept and
+    reused by the steps in between when the graph runs only every few steps."""
+
+    table: Tensor | None  # [R, head_hidden], or None for a rule that reads no graph
+
+
 class UpdateResult(NamedTuple):
     updates: list[Tensor]  # delta per parameter, shaped like it (float32 or the param dtype)
     momenta: list[Tensor]  # [len(BETAS), *param.shape] per parameter
     rule_state: RuleState
+    context: Context  # the context this update read (fresh, or the one passed in)
 
 
 def init_momenta(param: Tensor) -> Tensor:
@@ -48,6 +60,7 @@ def learned_update(
     rule_state: RuleState = None,
     *,
     second_order: bool = False,
+    context: Context | None = None,
 ) -> UpdateResult:
     """Compute every parameter's learned update in one pass of ``rule`` over ``graph``.
 
@@ -58,6 +71,8 @@ def learned_update(
         momenta: ``[len(BETAS), *shape]`` per parameter.
         rule_state: the rule's recurrent state from the previous step (stateful rules).
         second_order: let gradients flow through the parameter and gradient features.
+        context: a context from an earlier step to read instead of running the rule's graph
+            part (which also leaves ``rule_state`` as it is); ``None``: run it.
 
     Shapes:
         internally everything is flattened to ``P = graph.num_elements`` elements:
@@ -77,7 +92,11 @@ def learned_update(
     betas = torch.tensor(BETAS, dtype=old.dtype, device=old.device)
     new = update_momenta(old, grad, betas)
 
-    out, rule_state = rule(element_features(theta, grad, new), graph, rule_state)
+    feats = element_features(theta, grad, new)
+    if context is None:
+        table, rule_state = rule.context(feats, graph, rule_state)
+        context = Context(table)
+    out = rule.readout(feats, context.table, graph)
     scale = rule.config["update_scale"]
     direction, magnitude = out.unbind(dim=1)
     delta = direction * scale * torch.exp(scale * magnitude)
@@ -85,4 +104,4 @@ def learned_update(
     sizes = [p.numel() for p in params]
     updates = [d.view(p.shape) for d, p in zip(delta.split(sizes), params)]
     new_momenta = [m.reshape(len(BETAS), *p.shape) for m, p in zip(new.split(sizes, dim=1), params)]
-    return UpdateResult(updates, new_momenta, rule_state)
+    return UpdateResult(updates, new_momenta, rule_state, context)

@@ -325,5 +325,25 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
     )
 
 
+def layout_graph(names: Sequence[str], shapes: Sequence[Sequence[int]], *, max_kernel_size: int = 5,
+                 role_dim: int = 8) -> NeuralGraph:
+    """The record of a parameter layout for a rule that reads no graph (``ff``, ``lstm``):
+    names, shapes and each element's tensor, with no nodes or edges (so no fallback either),
+    at a fraction of :func:`build_neural_graph`'s memory on large models."""
+    if len(names) != len(shapes):
+        raise ValueError(f"got {len(names)} names for {len(shapes)} shapes")
+    shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+    sizes = [math.prod(s) for s in shapes]
+    empty = torch.zeros(0, dtype=torch.long)
+    return NeuralGraph(
+        names=tuple(names), shapes=shapes, num_nodes=0, num_edges=0, num_elements=sum(sizes),
+        kernel_positions=max_kernel_size * max_kernel_size, fallback=(), edge_index=empty.view(2, 0),
+        node_roles=torch.zeros(0, role_features(role_dim)), edge_elem_index=empty, edge_elem_slot=empty,
+        node_elem_index=empty, node_elem_node=empty, node_inv_count=torch.zeros(0, 1), readout_index=empty,
+        tensor_index=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)),
+        message_pairs=empty.view(0, 2), in_degree=empty, edge_blocks=(), notes=(),
+    )
+
+
 def _cat(parts: list[Tensor]) -> Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)

@@ -11,13 +11,15 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .functional import init_momenta, learned_update
-from .graph import LAYER, NORM, NeuralGraph, build_neural_graph, infer_kinds
+from .functional import Context, init_momenta, learned_update
+from .graph import LAYER, NORM, NeuralGraph, build_neural_graph, infer_kinds, layout_graph
 from .rules.base import UpdateRule
 
 #: keys of ``optimizer.state`` that belong to the whole model rather than one parameter
 RULE_STATE_KEY = "rule_state"
 SKIPS_KEY = "nonfinite_skips"
+CONTEXT_KEY = "graph_context"  # with graph_every > 1: the context the steps in between read
+GRAPH_STEP_KEY = "graph_step"  # with graph_every > 1: steps taken, to know when the graph runs
 
 
 class GNNOptimizer(torch.optim.Optimizer):
@@ -56,6 +58,10 @@ class GNNOptimizer(torch.optim.Optimizer):
         lr: multiplier of the learned update.
         weight_decay: decoupled weight decay coefficient.
         strict: raise instead of warning when some parameters fit no chain of the graph.
+        graph_every: run the rule's graph part every ``graph_every`` steps only; the steps in
+            between read the context it wrote (per edge, node or tensor) with their own
+            fresh features, so they cost about the per-element head alone. 1 (the default)
+            runs the whole rule every step, as the shipped rules were meta-trained.
 
     Gradients that are not finite never reach the parameters: the step is skipped for the
     affected param group, a ``RuntimeWarning`` is issued and
@@ -82,10 +88,14 @@ class GNNOptimizer(torch.optim.Optimizer):
         lr: float = 1.0,
         weight_decay: float = 0.0,
         strict: bool = False,
+        graph_every: int = 1,
     ) -> None:
         if not isinstance(rule, UpdateRule):
             raise TypeError(f"rule must be a gnnopt UpdateRule (e.g. gnnopt.rules.create('pna')), got {type(rule).__name__}")
         _check_options(lr, weight_decay)
+        if isinstance(graph_every, bool) or not isinstance(graph_every, int) or graph_every < 1:
+            raise ValueError(f"Invalid graph_every: {graph_every!r} (a positive integer is required)")
+        self.graph_every = graph_every
         self._kinds: dict[str, str] = {}
         if isinstance(params, nn.Module):
             self._kinds = infer_kinds(params)
@@ -110,6 +120,7 @@ class GNNOptimizer(torch.optim.Optimizer):
         cache_dir: str | None = None,
         local_files_only: bool = False,
         strict: bool = False,
+        graph_every: int = 1,
         **group_overrides: Any,
     ) -> GNNOptimizer:
         """An optimizer with a pretrained rule: a bundled name (:func:`list_pretrained`), a
@@ -117,7 +128,7 @@ class GNNOptimizer(torch.optim.Optimizer):
         ``weight_decay``) become the param-group defaults."""
         rule = UpdateRule.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
                                           local_files_only=local_files_only)
-        return cls(params, rule, strict=strict, **group_overrides)
+        return cls(params, rule, strict=strict, graph_every=graph_every, **group_overrides)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         _check_options(param_group.get("lr", 0.0), param_group.get("weight_decay", 0.0))
@@ -140,7 +151,8 @@ class GNNOptimizer(torch.optim.Optimizer):
                 stacklevel=3,
             )
         self._graph, self._device_graph = graph, None
-        self.state.pop(RULE_STATE_KEY, None)  # a recurrent state belongs to one graph
+        for key in (RULE_STATE_KEY, CONTEXT_KEY, GRAPH_STEP_KEY):  # they belong to one graph
+            self.state.pop(key, None)
 
     def _build_graph(self) -> NeuralGraph:
         names, shapes, kinds = [], [], []
@@ -156,12 +168,15 @@ class GNNOptimizer(torch.optim.Optimizer):
                 kinds.append(kind)
         if not names:
             raise ValueError("optimizer got an empty parameter list")
+        if not self.rule.reads_graph:  # the layout is all it reads
+            return layout_graph(names, shapes, **self.rule.graph_options)
         return build_neural_graph(names, shapes, kinds, **self.rule.graph_options)
 
     # ------------------------------------------------------------------ copy and pickle
     def __getstate__(self) -> dict[str, Any]:
         # the graph is not stored: it is a function of the layout, rebuilt on unpickling
-        return {**super().__getstate__(), "rule": self.rule, "strict": self.strict, "_kinds": self._kinds}
+        return {**super().__getstate__(), "rule": self.rule, "strict": self.strict, "_kinds": self._kinds,
+                "graph_every": self.graph_every}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -194,6 +209,8 @@ class GNNOptimizer(torch.optim.Optimizer):
         graph = self._graph_on(device)
         self._move_rule(device)
 
+        for group in self.param_groups:  # before anything is touched: a bad option changes nothing
+            _check_options(group["lr"], group["weight_decay"], finite=False)
         raw = []
         for p in params:
             if not self.state[p]:
@@ -230,7 +247,13 @@ class GNNOptimizer(torch.optim.Optimizer):
         elif rule_state is not None:
             rule_state = {k: v.to(device) for k, v in rule_state.items()}
         momenta = [self.state[p]["momenta"] for p in params]
-        result = learned_update(self.rule, graph, thetas, grads, momenta, rule_state)
+        count, kept = self.state.get(GRAPH_STEP_KEY, 0), self.state.get(CONTEXT_KEY)
+        reuse = Context(kept.to(device)) if kept is not None and count % self.graph_every else None
+        result = learned_update(self.rule, graph, thetas, grads, momenta, rule_state, context=reuse)
+        if self.graph_every > 1:
+            self.state[GRAPH_STEP_KEY] = count + 1
+            if reuse is None and result.context.table is not None:
+                self.state[CONTEXT_KEY] = result.context.table
 
         i = 0
         for group in self.param_groups:
@@ -239,6 +262,7 @@ class GNNOptimizer(torch.optim.Optimizer):
             indices = [j for j in range(i, i + n) if apply_mask[j]]
             if indices and not _all_finite([result.updates[j] for j in indices]):
                 self._skipped("the rule produced a non-finite update: skipping this step for a param group")
+                self.state.pop(CONTEXT_KEY, None)  # recompute it next step rather than reuse it
                 indices = []
             for j in indices:
                 p, state = params[j], self.state[params[j]]
@@ -293,13 +317,18 @@ class GNNOptimizer(torch.optim.Optimizer):
                 self.state[p]["momenta"] = self.state[p]["momenta"].float()
 
 
-def _check_options(lr: Any, weight_decay: Any) -> None:
+def _check_options(lr: Any, weight_decay: Any, *, finite: bool = True) -> None:
+    """Raise ``ValueError`` unless ``lr`` and ``weight_decay`` are non-negative real numbers (a
+    one-element float tensor for ``lr``), and, with ``finite``, finite. ``step()`` checks with
+    ``finite=False``: a non-finite value met there skips its group instead."""
     for name, value in (("lr", lr), ("weight_decay", weight_decay)):
         if isinstance(value, Tensor) and name == "lr":
-            ok = value.numel() == 1 and value.is_floating_point() and bool(torch.isfinite(value).all() and value >= 0)
+            ok = value.numel() == 1 and value.is_floating_point()
+            value_ok = ok and bool((torch.isfinite(value) | (not finite)).all() and not (value < 0).any())
         else:
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-        if not ok:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            value_ok = ok and (math.isfinite(value) or not finite) and not value < 0
+        if not value_ok:
             raise ValueError(f"Invalid {name}: {value}")
 
 

@@ -54,3 +54,21 @@ def test_eval_help_names_no_unshipped_document(capsys):
     with pytest.raises(SystemExit):
         eval_main(["--help"])
     assert "SPEC" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["eval", "training", "demo"])
+@pytest.mark.parametrize("device", ["meta", "banana", pytest.param("cuda", marks=pytest.mark.skipif(
+    torch.cuda.is_available(), reason="CUDA is here"))])
+def test_every_cli_refuses_a_device_it_cannot_use_in_words(tmp_path, capsys, command, device):
+    from gnnopt.eval import main as eval_main
+    from gnnopt.training.__main__ import main as training_main
+
+    args = {"eval": (eval_main, ["--baseline", "adam", "--lr", "1e-3", "--steps", "2", "--seeds", "101",
+                                 "--embedded", "--out", str(tmp_path / "e")]),
+            "training": (training_main, ["--rule", "ff", "--outer-steps", "1", "--inner-steps", "2", "--embedded",
+                                         "--no-progress", "--out", str(tmp_path / "t")]),
+            "demo": (demo_main, ["--steps", "1"])}
+    main, rest = args[command]
+    assert main([*rest, "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert "--device" in err and "Traceback" not in err

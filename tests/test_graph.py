@@ -113,7 +113,7 @@ def test_rule_built_for_task17_runs_on_cifar_layouts(rule_name):
         moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
         assert all(moved), f"widths {w}: some parameter was not updated"
         assert all(torch.isfinite(p).all() for p in model.parameters())
-        assert opt.graph.num_nodes == 3 + sum(w) + 10
+        assert opt.graph.num_nodes == (3 + sum(w) + 10 if rule.reads_graph else 0)
 
 
 def test_graph_is_freed_with_its_optimizer():
@@ -121,12 +121,13 @@ def test_graph_is_freed_with_its_optimizer():
     import weakref
 
     model = task17_cnn()
-    opt = GNNOptimizer(model, create("ff"))
+    rule = create("pna", hidden=8, layers=1)
+    opt = GNNOptimizer(model, rule)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()  # makes the device copy too (the graph itself when it is already there)
     graph, device_graph = weakref.ref(opt.graph), weakref.ref(opt._device_graph)
-    twin = GNNOptimizer(task17_cnn(), create("ff"))
+    twin = GNNOptimizer(task17_cnn(), rule)
     assert twin.graph is opt.graph  # shared while both live
     del opt
     gc.collect()
@@ -200,3 +201,13 @@ def test_infer_kinds_marks_layers_the_graph_does_not_model():
     kinds = infer_kinds(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.ConvTranspose2d(4, 4, 3), nn.Conv2d(4, 4, 3)))
     assert kinds["0.weight"] == kinds["1.weight"] == kinds["1.bias"] == "other"
     assert kinds["2.weight"] == kinds["2.bias"] == "layer"
+
+
+def test_rules_that_read_no_graph_get_only_the_layout():
+    model = task17_cnn()
+    full = GNNOptimizer(model, create("pna", hidden=8, layers=1)).graph
+    for name in ("ff", "lstm"):
+        graph = GNNOptimizer(model, create(name)).graph
+        assert graph.num_nodes == graph.num_edges == 0 and graph.edge_index.numel() == 0
+        assert graph.names == full.names and graph.shapes == full.shapes
+        assert torch.equal(graph.tensor_index, full.tensor_index)

@@ -30,5 +30,8 @@ def test_every_registered_rule_builds_an_optimizer():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     assert list_rules() == ["ff", "lstm", "pna", "pna_lstm", "rt"]
     for name in list_rules():
-        opt = GNNOptimizer(model.named_parameters(), create(name))
-        assert opt.graph.num_nodes == 4 + 8 + 2
+        rule = create(name)
+        opt = GNNOptimizer(model.named_parameters(), rule)
+        # rules that read no graph get only the layout
+        assert opt.graph.num_nodes == (4 + 8 + 2 if rule.reads_graph else 0)
+        assert opt.graph.num_elements == sum(p.numel() for p in model.parameters())

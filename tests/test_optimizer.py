@@ -112,11 +112,12 @@ def test_add_param_group_rebuilds_graph(rule_name):
     model = small_cnn()
     named = list(model.named_parameters())
     opt = GNNOptimizer(named[:4], create(rule_name))
-    nodes = opt.graph.num_nodes
+    nodes, elements = opt.graph.num_nodes, opt.graph.num_elements
     _backward(model, opt)
     opt.step()
     opt.add_param_group({"params": named[4:], "lr": 0.5})
-    assert opt.graph.num_nodes > nodes and opt.graph.num_tensors == len(named)
+    assert opt.graph.num_elements > elements and opt.graph.num_tensors == len(named)
+    assert opt.graph.num_nodes > nodes or not opt.rule.reads_graph
     before = named[-1][1].detach().clone()
     _backward(model, opt)
     opt.step()
@@ -323,3 +324,69 @@ def test_one_cycle_lr_needs_cycle_momentum_off():
         lrs.append(opt.param_groups[0]["lr"])
         sched.step()
     assert max(lrs) > lrs[0] and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_graph_every_reuses_the_context_between_graph_steps(rule_name, monkeypatch):
+    """With ``graph_every=K`` the rule's graph part runs on steps 0, K, 2K, ... only; the
+    steps in between read its context. ``graph_every=1`` is the plain rule."""
+    torch.manual_seed(0)
+    rule = create(rule_name)
+    model = small_cnn()
+    opt = GNNOptimizer(model, rule, graph_every=3)
+    calls = []
+    real = type(rule).embed
+    monkeypatch.setattr(type(rule), "embed", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    x, y = small_batch()
+    for _ in range(7):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    has_graph = rule_name != "ff"  # ff reads no graph: its (empty) graph part is free, nothing kept
+    assert len(calls) == (3 if has_graph else 7)  # steps 0, 3 and 6
+    assert opt.state["graph_step"] == 7
+    assert ("graph_context" in opt.state) == has_graph
+
+
+def test_graph_every_resumes_exactly_and_validates(tmp_path):
+    torch.manual_seed(0)
+    model = small_cnn()
+    x, y = small_batch()
+
+    def run(opt, model, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    rule = create("pna", hidden=16, layers=2)
+    twin = copy.deepcopy(model)
+    opt = GNNOptimizer(model, rule, graph_every=4)
+    run(opt, model, 6)
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    resumed = GNNOptimizer(twin, rule, graph_every=4)
+    twin.load_state_dict(model.state_dict())
+    resumed.load_state_dict(torch.load(tmp_path / "opt.pt"))
+    run(opt, model, 3)  # steps 6, 7 reuse the saved context; step 8 runs the graph
+    run(resumed, twin, 3)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="graph_every"):
+            GNNOptimizer(small_cnn(), rule, graph_every=bad)
+
+
+def test_graph_every_one_is_the_plain_step():
+    torch.manual_seed(0)
+    rule = create("pna", hidden=16, layers=2)
+    a, b = small_cnn(), small_cnn()
+    b.load_state_dict(a.state_dict())
+    x, y = small_batch()
+    for model, every in ((a, 1), (b, 2)):
+        opt = GNNOptimizer(model, rule, graph_every=every)
+        for _ in range(2):  # the second step of b reuses step 1's context
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    assert "graph_context" not in GNNOptimizer(small_cnn(), rule).state
+    diffs = [not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())]
+    assert any(diffs)  # reusing a context is not the same update, but close to it
+    assert all(torch.allclose(p, q, atol=1e-2) for p, q in zip(a.parameters(), b.parameters()))

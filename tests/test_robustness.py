@@ -94,10 +94,14 @@ def test_tiny_transformer_trains_with_fallback_warning(rule_name):
     model = TinyTransformer()
     tokens = torch.randint(0, 12, (8, 6), generator=torch.Generator().manual_seed(1))
     loss_fn = lambda m, t: F.cross_entropy(m(t[:, :-1]).reshape(-1, 12), t[:, 1:].reshape(-1))
-    opt, first, last, moved, caught = _train(model, make_sign_descent(create(rule_name)), tokens, loss_fn)
-    assert set(opt.graph.fallback) == {"embed.weight", "attn.in_proj_weight", "attn.in_proj_bias"}
-    assert len(caught) == 1 and "embed.weight" in str(caught[0].message)
-    assert "attn.in_proj_weight" in str(caught[0].message)
+    rule = make_sign_descent(create(rule_name))
+    opt, first, last, moved, caught = _train(model, rule, tokens, loss_fn)
+    if rule.reads_graph:
+        assert set(opt.graph.fallback) == {"embed.weight", "attn.in_proj_weight", "attn.in_proj_bias"}
+        assert len(caught) == 1 and "embed.weight" in str(caught[0].message)
+        assert "attn.in_proj_weight" in str(caught[0].message)
+    else:  # ff and lstm treat every parameter alike: nothing falls outside
+        assert not opt.graph.fallback and not caught
     assert len(moved) == len(list(model.parameters()))  # fallback parameters are optimized too
     assert last < first - 0.05
 
@@ -110,7 +114,7 @@ def test_strict_names_the_parameters_outside_the_graph():
 def test_sparse_gradients_are_refused():
     emb = nn.Embedding(5, 3, sparse=True)
     with pytest.warns(UserWarning):
-        opt = GNNOptimizer(emb, create("ff"))
+        opt = GNNOptimizer(emb, create("pna", hidden=8, layers=1))
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
@@ -155,3 +159,23 @@ def test_a_nonfinite_parameter_is_named_and_skipped_alone(rule_name):
     assert all(not torch.equal(a, b) for i, (a, b) in enumerate(zip(after, before)) if i != 1)
     assert all(torch.isfinite(p).all() for i, p in enumerate(after) if i != 1)
     assert opt.state[named[1][1]]["step"] == 0 and opt.state[named[0][1]]["step"] == 1
+
+
+@pytest.mark.parametrize("bad", [True, -1.0, "0.1", None])
+def test_an_invalid_lr_set_after_construction_changes_nothing(bad):
+    """A value construction refuses, set later by hand, is refused by ``step()`` before any
+    group is touched (a non-finite one, as a scheduler may produce, skips its group instead)."""
+    torch.manual_seed(0)
+    model = small_cnn()
+    named = list(model.named_parameters())
+    opt = GNNOptimizer([{"params": named[:2]}, {"params": named[2:]}], create("ff"))
+    x, y = small_batch()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    before = [p.detach().clone() for _, p in named]
+    momenta = [opt.state[p]["momenta"].clone() for _, p in named]
+    opt.param_groups[1]["lr"] = bad
+    with pytest.raises(ValueError, match="Invalid lr"):
+        opt.step()
+    assert all(torch.equal(b, p) for b, (_, p) in zip(before, named))
+    assert all(torch.equal(m, opt.state[p]["momenta"]) for m, (_, p) in zip(momenta, named))

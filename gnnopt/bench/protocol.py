@@ -88,10 +88,11 @@ def _evaluate(model: nn.Module, optimizer: torch.optim.Optimizer, split) -> tupl
 
 
 def run_learned_episode(rule, task: Task, data: Dataset, *, steps: int, seed: int, split: str = "val",
-                        record_every: int | None = None) -> dict[str, Any]:
+                        record_every: int | None = None, graph_every: int = 1) -> dict[str, Any]:
     """:func:`train_optimizee` with a ``GNNOptimizer`` driven by ``rule`` (no rule grads)."""
     return train_optimizee(
-        task, data, lambda m: GNNOptimizer(m.named_parameters(), rule), steps=steps, seed=seed,
+        task, data, lambda m: GNNOptimizer(m.named_parameters(), rule, graph_every=graph_every), steps=steps,
+        seed=seed,
         split=split, record_every=record_every,
     )
 
@@ -100,8 +101,8 @@ def tune_lr(baseline: str, task: Task, data: Dataset, *, steps: int, seeds: Sequ
             grid: Sequence[float] | None = None, progress=None,
             store: RunStore | None = None) -> tuple[float, dict[float, float]]:
     """The grid learning rate with the best mean *validation* accuracy after ``steps``."""
-    return _tune(baseline, lambda lr: (lambda m: make_baseline(baseline, m, lr, total_steps=steps)), task, data, steps=steps,
-                 seeds=seeds, grid=list(grid or DEFAULT_LR_GRIDS[baseline]), progress=progress, store=store)
+    return _tune(baseline, lambda lr: (lambda m: make_baseline(baseline, m, lr, total_steps=steps)), task, data,
+                 steps=steps, seeds=seeds, grid=list(grid or DEFAULT_LR_GRIDS[baseline]), progress=progress, store=store)
 
 
 def tune_rule_lr(rule, task: Task, data: Dataset, *, steps: int, seeds: Sequence[int],
@@ -150,6 +151,7 @@ def compare(
     note: str | None = None,
     store: RunStore | None = None,
     rule_grid: Sequence[float] | None = None,
+    graph_every: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Evaluate learned ``rules`` (by label) and tuned ``baselines`` on each task.
 
@@ -160,7 +162,8 @@ def compare(
     reported under both. ``note`` (e.g. "synthetic data: not a result") is added to every row.
     With a ``store``, every finished run is saved there (and reused if it says so). With a
     ``rule_grid``, each rule's update multiplier is tuned like a baseline's lr (on the
-    validation split, ``tune_seeds`` seeds) instead of being ``rule_lr``.
+    validation split, ``tune_seeds`` seeds) instead of being ``rule_lr``. ``graph_every`` is
+    passed to every rule's ``GNNOptimizer`` (the amortized step).
     """
     from tqdm.auto import tqdm
 
@@ -185,8 +188,13 @@ def compare(
                 info = {"lr": multiplier, "tuning_val_acc": {str(k): v for k, v in scores.items()}}
                 label = f"{label} (lr ×{multiplier:g}, tuned)"
             identity = rule_fingerprint(rule) if store is not None else label
-            methods.append((label, lambda m, r=rule, k=multiplier: GNNOptimizer(m.named_parameters(), r, lr=k), info,
-                            f"rule {identity} lr {multiplier!r}"))
+            method = f"rule {identity} lr {multiplier!r}"
+            if graph_every > 1:
+                label, method, info = f"{label} (graph every {graph_every})", f"{method} graph_every {graph_every}", \
+                    {**info, "graph_every": graph_every}
+            methods.append((label, lambda m, r=rule, k=multiplier: GNNOptimizer(m.named_parameters(), r, lr=k,
+                                                                                graph_every=graph_every),
+                            info, method))
         for base in baselines:
             info: dict[str, Any] = {}
             chosen = lr

@@ -73,6 +73,9 @@ class UpdateRule(nn.Module):
     defaults: ClassVar[dict[str, Any]]
     #: whether the rule carries a state across optimizer steps (see ``pna_lstm``)
     stateful: ClassVar[bool] = False
+    #: whether the rule reads the neural graph's nodes and edges; rules that do not (``ff``,
+    #: ``lstm``) get only the layout (:func:`~gnnopt.graph.layout_graph`), far smaller
+    reads_graph: ClassVar[bool] = True
     #: whether meta-training on a multi-core CPU should run each backward beside the next
     #: forward (:class:`gnnopt.training.pipeline.BackwardPipeline`): worth it only when the
     #: rule's backward is about as long as the rest of an inner step, as
@@ -119,9 +122,37 @@ class UpdateRule(nn.Module):
         """The rule's recurrent state before the first step (``None`` if stateless)."""
         return None
 
+    # -- the update: the graph part (context) and the per-element part (readout) --------
+    def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor | None, RuleState]:
+        """The graph part of the rule: a table of embeddings, one row per row of
+        :meth:`readout_rows` (``None`` for a rule that reads no graph), and the new state.
+
+        Shapes: feats ``[P, FEATURE_SIZE]`` -> (``[R, E]`` or ``None``, state).
+        """
+        return None, state
+
+    def readout_rows(self, graph: NeuralGraph) -> Tensor:
+        """Row of :meth:`embed`'s table that each element reads (``[P]``): its edge or node."""
+        return graph.readout_index
+
+    def context(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor | None, RuleState]:
+        """What the per-element head reads of the graph: :meth:`embed`'s table through the
+        head's first layer (``[R, head_hidden]``, or ``None``), and the new state. The
+        optimizer may keep it for several steps (``GNNOptimizer(graph_every=K)``)."""
+        table, state = self.embed(feats, graph, state)
+        return self.head.project(table), state
+
+    def readout(self, feats: Tensor, context: Tensor | None, graph: NeuralGraph) -> Tensor:
+        """Direction and magnitude of every element from its own features and the context.
+
+        Shapes: feats ``[P, FEATURE_SIZE]`` -> ``[P, 2]``.
+        """
+        return self.head.apply(feats, context, None if context is None else self.readout_rows(graph))
+
     def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         """Shapes: feats ``[P, FEATURE_SIZE]`` -> (``[P, 2]`` direction/magnitude, new state)."""
-        raise NotImplementedError
+        context, state = self.context(feats, graph, state)
+        return self.readout(feats, context, graph), state
 
     # -- checkpoints -------------------------------------------------------------------
     @classmethod
@@ -215,22 +246,48 @@ class Head(nn.Module):
     def forward(self, feats: Tensor, embedding: Tensor | None = None, index: Tensor | None = None) -> Tensor:
         """Shapes: feats ``[P, F]``; embedding ``[P, E]``, or with ``index`` (``[P]``) a
         table ``[R, E]`` whose row ``index[i]`` belongs to element ``i`` -> ``[P, 2]``."""
+        if index is not None or embedding is None:
+            return self.apply(feats, self.project(embedding), index)
         first, rest = self.net[0], self.net[1:]
         emb_weight, own_weight = first.weight[:, : self.embed_dim], first.weight[:, self.embed_dim:]
-        if index is not None:
-            embedding = F.linear(embedding, emb_weight, first.bias)  # once per distinct row
         out = []
         for start in range(0, feats.shape[0], self.chunk_size):
             rows = slice(start, start + self.chunk_size)
-            if embedding is None:
+            shared = F.linear(embedding[rows], emb_weight, first.bias)
+            out.append(rest(shared.addmm_(feats[rows], own_weight.t())))  # a fresh tensor: in place is safe
+        return _joined(out, feats)
+
+    def project(self, table: Tensor | None) -> Tensor | None:
+        """The first layer's share of an embedding table, ``W_emb table + b``: what the head
+        reads of the graph (``None`` without an embedding).
+
+        Shapes: table ``[R, E]`` -> ``[R, hidden]``.
+        """
+        if table is None:
+            return None
+        first = self.net[0]
+        return F.linear(table, first.weight[:, : self.embed_dim], first.bias)  # once per distinct row
+
+    def apply(self, feats: Tensor, projected: Tensor | None = None, index: Tensor | None = None) -> Tensor:
+        """The head on each element's own features and its row ``index[i]`` of a
+        :meth:`project`-ed table (or the bias alone without one).
+
+        Shapes: feats ``[P, F]``; projected ``[R, hidden]``; index ``[P]`` -> ``[P, 2]``.
+        """
+        first, rest = self.net[0], self.net[1:]
+        own_weight = first.weight[:, self.embed_dim:]
+        out = []
+        for start in range(0, feats.shape[0], self.chunk_size):
+            rows = slice(start, start + self.chunk_size)
+            if projected is None:
                 hidden = F.linear(feats[rows], own_weight, first.bias)
             else:
-                if index is None:
-                    shared = F.linear(embedding[rows], emb_weight, first.bias)
-                else:
-                    shared = embedding.index_select(0, index[rows])
-                hidden = shared.addmm_(feats[rows], own_weight.t())  # a fresh tensor: in place is safe
+                hidden = projected.index_select(0, index[rows]).addmm_(feats[rows], own_weight.t())
             out.append(rest(hidden))
-        if not out:
-            return feats.new_zeros(0, 2)
-        return torch.cat(out) if len(out) > 1 else out[0]
+        return _joined(out, feats)
+
+
+def _joined(chunks: list[Tensor], feats: Tensor) -> Tensor:
+    if not chunks:
+        return feats.new_zeros(0, 2)
+    return torch.cat(chunks) if len(chunks) > 1 else chunks[0]

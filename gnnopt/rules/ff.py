@@ -5,21 +5,17 @@ optimizers" (the paper's "FF" baseline in Kofinas et al. 2024, table 4).
 """
 from __future__ import annotations
 
-from torch import Tensor
-
-from ..graph import NeuralGraph
-from .base import Head, RuleState, UpdateRule
+from .base import Head, UpdateRule
 
 
 class FFRule(UpdateRule):
-    """Each element's update depends on its own features only."""
+    """Each element's update depends on its own features only: it reads no graph (the
+    default :meth:`~UpdateRule.embed` returns no table)."""
 
     name = "ff"
+    reads_graph = False
     defaults = {"hidden": 64, "layers": 2, "update_scale": 0.01}
 
     def __init__(self, **config) -> None:
         super().__init__(**config)
         self.head = Head(0, self.config["hidden"], self.config["layers"])
-
-    def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
-        return self.head(feats), None

@@ -18,6 +18,7 @@ from .base import Head, RuleState, UpdateRule
 
 class LSTMRule(UpdateRule):
     name = "lstm"
+    reads_graph = False
     defaults = {"hidden": 32, "layers": 1, "head_hidden": 32, "head_layers": 2, "update_scale": 0.01}
 
     def __init__(self, **config) -> None:
@@ -27,14 +28,16 @@ class LSTMRule(UpdateRule):
         self.lstm = nn.LSTM(hidden, hidden, num_layers=self.config["layers"])
         self.head = Head(hidden, self.config["head_hidden"], self.config["head_layers"])
 
-    def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
+    def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         projected = torch.relu(self.proj(feats))
         sums = projected.new_zeros(graph.num_tensors, projected.shape[1])
         sums.index_add_(0, graph.tensor_index, projected)
         counts = torch.tensor([max(1, _numel(s)) for s in graph.shapes], dtype=feats.dtype, device=feats.device)
         summary, _ = self.lstm((sums / counts.unsqueeze(1)).unsqueeze(1))  # [T, 1, H]
-        context = summary.squeeze(1).index_select(0, graph.tensor_index)
-        return self.head(feats, context), None
+        return summary.squeeze(1), state
+
+    def readout_rows(self, graph: NeuralGraph) -> Tensor:
+        return graph.tensor_index  # one context row per tensor
 
 
 def _numel(shape: tuple[int, ...]) -> int:

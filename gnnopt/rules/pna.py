@@ -176,9 +176,8 @@ class PNARule(UpdateRule):
         )
         self.head = Head(hidden, self.config["head_hidden"], self.config["head_layers"])
 
-    def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
+    def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         nodes, edges = self.encoder(feats, graph)
         for layer in self.layers:
             nodes, edges = layer(nodes, edges, graph)
-        table = graph.readout_table(edges, nodes)
-        return self.head(feats, table, graph.readout_index), None
+        return graph.readout_table(edges, nodes), None

@@ -52,7 +52,7 @@ class PNALSTMRule(UpdateRule):
         zeros = torch.zeros(graph.num_nodes, self.config["hidden"], device=device)
         return {"h": zeros, "c": zeros.clone()}
 
-    def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
+    def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         if state is None:
             state = self.init_state(graph, feats.device)
         h, c = state["h"].to(feats.dtype), state["c"].to(feats.dtype)
@@ -67,4 +67,4 @@ class PNALSTMRule(UpdateRule):
         h, c = self.cell(nodes, (h, c))
         src, dst = graph.edge_index[:, : graph.num_edges]
         edges = edges + self.edge_source(h).index_select(0, src) + self.edge_target(h).index_select(0, dst)
-        return self.head(feats, graph.readout_table(edges, h), graph.readout_index), {"h": h, "c": c}
+        return graph.readout_table(edges, h), {"h": h, "c": c}

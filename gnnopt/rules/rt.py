@@ -90,10 +90,10 @@ class RTRule(UpdateRule):
         )
         self.head = Head(hidden, self.config["head_hidden"], self.config["head_layers"])
 
-    def forward(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
+    def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         nodes, edges = self.encoder(feats, graph)
         for layer in self.layers:
             nodes, edges = layer(nodes, edges, graph.edge_index)
         # read out each element from its own edge/node: no token is prepended, so no
         # index shift (a flaw of the reference implementation)
-        return self.head(feats, graph.readout_table(edges, nodes), graph.readout_index), None
+        return graph.readout_table(edges, nodes), None

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..bench.tasks import list_tasks
-from ..runtime import keep_freed_memory
+from ..runtime import check_device, keep_freed_memory
 from .config import GROUPS, RESUMABLE, TrainConfig
 
 
@@ -117,6 +117,7 @@ def train_main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        check_device(args.device)
         given = config_options(args)
         cfg = resumed_config(args.out, given) if args.resume else TrainConfig(**given)
     except (FileNotFoundError, ValueError) as err:
@@ -170,6 +171,8 @@ def recipe_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         recipe = Recipe.load(args.name, args.runs)
+        if args.command == "recipe":
+            check_device(args.device)
         if args.command == "card":
             print(f"wrote {write_card(recipe, args.dest, runs=args.runs if args.ship else None)}")
             return 0

@@ -107,6 +107,8 @@ class TrainConfig:
     es_pairs: int = _opt(4, "objective", "es: antithetic pairs of perturbations per segment")
     es_sigma: float = _opt(0.01, "objective", "es: perturbation scale")
     es_tail: int | None = _opt(None, "objective", "es: score each run on the mean loss of its last K steps only")
+    graph_every: int = _opt(1, "episodes", "run the rule's graph part every K inner steps only, the steps in "
+                            "between reading its context (GNNOptimizer(graph_every=K))")
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not all(self.task_names):
@@ -114,7 +116,7 @@ class TrainConfig:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"Invalid objective: {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
         for name in ("unroll", "inner_steps", "outer_steps", "meta_batch_size", "eval_every", "eval_seeds",
-                     "save_every", "es_pairs"):
+                     "save_every", "es_pairs", "graph_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid {name}: {value!r} (a positive integer is required)")

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ..bench.data import BatchStream, Dataset
 from ..bench.tasks import Task
-from ..functional import init_momenta
+from ..functional import Context, UpdateResult, init_momenta
 from ..graph import NeuralGraph, build_neural_graph, infer_kinds
 from ..rules import UpdateRule
 from .config import TrainConfig
@@ -86,6 +86,7 @@ class Episode:
     rule_state: dict[str, Tensor] | None
     done: int = 0
     task: str = ""
+    context: Tensor | None = None  # with graph_every > 1: the context the next steps may read
 
     @classmethod
     def start(cls, rule: UpdateRule, optimizee: Optimizee, seed: int, length: int, task: str = "") -> Episode:
@@ -96,6 +97,19 @@ class Episode:
     @property
     def finished(self) -> bool:
         return self.done >= self.length
+
+
+def reused_context(cfg: TrainConfig, step: int, table: Tensor | None) -> Context | None:
+    """The context that the inner step at episode position ``step`` reads instead of running
+    the rule's graph part (``graph_every`` > 1, between graph steps), as ``GNNOptimizer`` does."""
+    if cfg.graph_every > 1 and table is not None and step % cfg.graph_every:
+        return Context(table)
+    return None
+
+
+def kept_context(cfg: TrainConfig, result: UpdateResult) -> Tensor | None:
+    """The context table to keep for the next steps (none when the graph runs every step)."""
+    return result.context.table if cfg.graph_every > 1 else None
 
 
 def detach_state(state):

@@ -92,6 +92,9 @@ class MetaTrainer:
             raise ValueError(f"{self.out / 'config.json'}: the run was started with other options: {diff}")
         self.step, self.best, episodes = checkpoint.load_trainer_state(self.out, self.rule, self.meta_opt,
                                                                         self.device)
+        if self.step > self.cfg.outer_steps:
+            raise ValueError(f"{self.out}: the run is already at outer step {self.step}; outer_steps "
+                             f"{self.cfg.outer_steps} would shorten it (give more to extend it)")
         self._restore_episodes(*episodes)
 
     def outer_step(self) -> dict[str, Any]:
@@ -154,6 +157,8 @@ class MetaTrainer:
             tensors.update({f"{e}.momenta.{i}": m for i, m in enumerate(ep.momenta)})
             tensors.update({f"{e}.rule_state.{k}": v for k, v in (ep.rule_state or {}).items()})
             tensors[f"{e}.generator"] = stream["generator"]
+            if ep.context is not None:
+                tensors[f"{e}.context"] = ep.context
             if stream["perm"] is not None:
                 tensors[f"{e}.perm"] = stream["perm"]
             info.append({"seed": ep.seed, "task": ep.task, "length": ep.length, "done": ep.done,
@@ -176,7 +181,7 @@ class MetaTrainer:
                          [tensors[f"{e}.momenta.{i}"] for i in range(n)],
                          {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{e}.rule_state.")}
                          if item["rule_state"] else None,
-                         item["done"], task.name)
+                         item["done"], task.name, tensors.get(f"{e}.context"))
             optimizee.stream.load_state_dict({"generator": tensors[f"{e}.generator"].cpu(), "epoch": item["epoch"],
                                               "perm": tensors.get(f"{e}.perm"), "pos": item["pos"]})
             self.episodes[e] = ep
@@ -201,7 +206,8 @@ class MetaTrainer:
         for task in self.tasks:
             runs = [
                 run_learned_episode(self.rule, task, self.data, steps=self.cfg.selection_steps,
-                                    seed=episode_seed(self.cfg.seed, 0, 0, 0) + 12_345 + i, split="val")
+                                    seed=episode_seed(self.cfg.seed, 0, 0, 0) + 12_345 + i, split="val",
+                                    graph_every=self.cfg.graph_every)
                 for i in range(self.cfg.eval_seeds)
             ]
             by_task[task.name] = {key: sum(run[key] for run in runs) / len(runs) for key in ("loss", "accuracy")}

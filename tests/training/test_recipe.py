@@ -95,4 +95,6 @@ def test_resume_may_extend_a_run_but_not_change_it(tmp_path, capsys):
     assert training_main(["--out", str(out), "--resume", "--outer-steps", "3", "--no-progress"]) == 0
     stored = json.loads((out / "config.json").read_text())["training"]
     assert stored["outer_steps"] == 3
+    assert training_main(["--out", str(out), "--resume", "--outer-steps", "1", "--no-progress"]) == 2
+    assert "already at outer step 3" in capsys.readouterr().err
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

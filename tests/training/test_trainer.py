@@ -293,15 +293,17 @@ def test_segments_stagger_the_first_episodes_of_a_meta_batch(tmp_path, data):
     assert [r["episode_step"] for r in records] == [[0, 0], [0, 4], [4, 0]]
 
 
-@pytest.mark.parametrize("rule,objective", [("ff", "tbptt"), ("pna_lstm", "tbptt"), ("ff", "es")])
-def test_resume_mid_episode_is_exact(tmp_path, data, rule, objective):
+@pytest.mark.parametrize("rule,objective,graph_every", [("ff", "tbptt", 1), ("pna_lstm", "tbptt", 1),
+                                                       ("ff", "es", 1), ("pna", "tbptt", 3)])
+def test_resume_mid_episode_is_exact(tmp_path, data, rule, objective, graph_every):
     """A run stopped in the middle of persistent episodes resumes them exactly (task,
-    parameters, momenta, recurrent state and batch stream), ending as the uninterrupted run does."""
-    config = {"hidden": 8, "layers": 1} if rule == "pna_lstm" else {"hidden": 8}
+    parameters, momenta, recurrent state, kept graph context and batch stream), ending as
+    the uninterrupted run does."""
+    config = {"hidden": 8, "layers": 1} if rule.startswith("pna") else {"hidden": 8}
     tasks = "fmnist17" if rule == "pna_lstm" else "fmnist17,fmnist17-w8"
     cfg = TrainConfig(task=tasks, rule=rule, rule_config=config, objective=objective, unroll=2, inner_steps=9,
                       segment_steps=4, meta_batch_size=2, outer_steps=6, eval_every=3, save_every=100,
-                      embedded=True, lr=1e-3)
+                      embedded=True, lr=1e-3, graph_every=graph_every)
     full = meta_train(cfg, tmp_path / "full", data=data, progress=False)
     first = MetaTrainer(cfg, tmp_path / "split", data=data, progress=False)
     checkpoint.write_checkpoint(first.out, first.rule, cfg, 0)
@@ -536,3 +538,23 @@ def test_es_tail_scores_the_runs_on_their_last_steps(data):
     for bad in (0, -3, 1.5, True):
         with pytest.raises(ValueError, match="es_tail"):
             TrainConfig(objective="es", es_tail=bad)
+
+
+@pytest.mark.parametrize("objective", ["greedy", "tbptt", "es"])
+def test_graph_every_runs_the_graph_part_on_its_steps_only(tmp_path, data, objective, monkeypatch):
+    """Meta-training with ``graph_every=K`` steps the rule as ``GNNOptimizer(graph_every=K)``
+    does: the graph part on episode steps 0, K, 2K, ..., and it still learns the graph part."""
+    from gnnopt.rules import PNARule
+
+    calls = []
+    real = PNARule.embed
+    monkeypatch.setattr(PNARule, "embed", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    cfg = TrainConfig(rule="pna", rule_config={"hidden": 8, "layers": 1}, objective=objective, unroll=4,
+                      inner_steps=7, outer_steps=1, eval_every=10, embedded=True, graph_every=3, es_pairs=1)
+    trainer = MetaTrainer(cfg, tmp_path, data=data, progress=False)
+    before = _weights(trainer.rule)
+    trainer.outer_step()
+    runs = 3 if objective != "es" else 3 * 3  # es: two perturbed runs and the plain one
+    assert len(calls) == runs  # steps 0, 3 and 6 of 7
+    after = _weights(trainer.rule)
+    assert not torch.equal(before["layers.0.msg_out.weight"], after["layers.0.msg_out.weight"])

@@ -2,7 +2,8 @@
 
 Each module's ``segment(rule, episode, cfg, steps, weight, *, pipeline, recompute)`` runs
 ``steps`` inner steps from the episode's state, adds ``weight *`` the meta-gradient of their
-mean meta-loss to the rule's ``.grad``, and returns that meta-loss and the end state. Every
+mean meta-loss to the rule's ``.grad``, and returns that meta-loss and the end state
+(parameters, momenta, rule state, kept context). Every
 inner step calls :func:`gnnopt.functional.learned_update`, the same pure function as
 ``GNNOptimizer.step``; only the grad mode differs.
 """
@@ -21,9 +22,10 @@ def run_segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, wei
     """Advance ``ep`` by ``steps`` inner steps, back-propagating ``weight *`` their mean
     meta-loss into the rule's ``.grad`` by ``cfg.objective``. Returns that mean meta-loss
     (a float, for logging). ``pipeline`` applies to ``greedy``, ``recompute`` to ``tbptt``."""
-    loss, (params, momenta, state) = OBJECTIVES[cfg.objective](rule, ep, cfg, steps, weight, pipeline=pipeline,
-                                                               recompute=recompute)
+    loss, (params, momenta, state, table) = OBJECTIVES[cfg.objective](rule, ep, cfg, steps, weight,
+                                                                      pipeline=pipeline, recompute=recompute)
     ep.params, ep.momenta, ep.rule_state = [p.detach() for p in params], [m.detach() for m in momenta], state
+    ep.context = None if table is None else table.detach()
     ep.done += steps
     return loss
 

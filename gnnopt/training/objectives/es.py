@@ -14,23 +14,24 @@ from torch import Tensor
 from ...functional import learned_update
 from ...rules import UpdateRule
 from ..config import TrainConfig
-from ..episodes import Episode
+from ..episodes import Episode, kept_context, reused_context
 
 
-def _rollout(rule: UpdateRule, ep: Episode, batches: list[tuple[Tensor, Tensor]]):
+def _rollout(rule: UpdateRule, ep: Episode, cfg: TrainConfig, batches: list[tuple[Tensor, Tensor]]):
     """Run ``len(batches) - 1`` inner steps from ``ep``'s state without a graph through the
     rule; returns the meta-losses (each update's loss on the next batch) and the end state."""
-    opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
+    opt, params, momenta, state, table = ep.optimizee, ep.params, ep.momenta, ep.rule_state, ep.context
     losses = []
     for t in range(len(batches) - 1):
         leaves = [p.detach().requires_grad_() for p in params]
         grads = torch.autograd.grad(opt.loss(leaves, batches[t]), leaves)
         with torch.no_grad():
-            result = learned_update(rule, opt.graph, [p.detach() for p in leaves], grads, momenta, state)
+            result = learned_update(rule, opt.graph, [p.detach() for p in leaves], grads, momenta, state,
+                                    context=reused_context(cfg, ep.done + t, table))
             params = [p.detach() + u for p, u in zip(leaves, result.updates)]
-            momenta, state = result.momenta, result.rule_state
+            momenta, state, table = result.momenta, result.rule_state, kept_context(cfg, result)
             losses.append(opt.loss(params, batches[t + 1]).item())
-    return losses, (params, momenta, state)
+    return losses, (params, momenta, state, table)
 
 
 def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float, *,
@@ -53,7 +54,7 @@ def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight:
             with torch.no_grad():
                 for p, c, n in zip(trained, centre, noise):
                     p.copy_(c + sign * cfg.es_sigma * n)
-            run = _rollout(rule, ep, batches)[0]
+            run = _rollout(rule, ep, cfg, batches)[0]
             tail = run[-cfg.es_tail:] if cfg.es_tail is not None else run
             losses.append(sum(tail) / len(tail))
         for p, n in zip(trained, noise):
@@ -62,5 +63,5 @@ def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight:
     with torch.no_grad():
         for p, c in zip(trained, centre):
             p.copy_(c)
-    run, end = _rollout(rule, ep, batches)
+    run, end = _rollout(rule, ep, cfg, batches)
     return sum(run) / len(run), end

@@ -8,25 +8,26 @@ import torch
 from ...functional import learned_update
 from ...rules import UpdateRule
 from ..config import TrainConfig
-from ..episodes import Episode, detach_state
+from ..episodes import Episode, detach_state, kept_context, reused_context
 from ..pipeline import BackwardPipeline
 
 
 def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float, *,
             pipeline: bool | None = None, recompute: bool = False):
     """``steps`` greedy inner steps from ``ep``; returns ``(mean meta-loss, (params, momenta,
-    rule state))``. With ``pipeline`` (default: the rule's ``pipeline_backward``) and a CPU with
+    rule state, context))``. With ``pipeline`` (default: the rule's ``pipeline_backward``) and a CPU with
     two or more threads, each backward runs beside the next forward (:class:`BackwardPipeline`);
     the gradients are the same up to float rounding."""
     opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
     pipeline = rule.pipeline_backward if pipeline is None else pipeline
-    total = 0.0
+    total, table = 0.0, ep.context
     with BackwardPipeline(params[0].device, enabled=pipeline) as backward:
-        for _ in range(steps):
+        for t in range(steps):
             batch = opt.stream.next()
             leaves = [p.requires_grad_() for p in params]
             grads = torch.autograd.grad(opt.loss(leaves, batch), leaves)
-            result = learned_update(rule, opt.graph, params, grads, momenta, state)
+            result = learned_update(rule, opt.graph, params, grads, momenta, state,
+                                    context=reused_context(cfg, ep.done + t, table))
             new = [p.detach() + u for p, u in zip(params, result.updates)]
             meta = opt.loss(new, batch)
             backward(meta * (weight / steps))
@@ -34,4 +35,9 @@ def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight:
             params = [p.detach() for p in new]
             momenta = result.momenta
             state = detach_state(result.rule_state)
-    return total / max(steps, 1), (params, momenta, state)
+            table = _detached(kept_context(cfg, result))
+    return total / max(steps, 1), (params, momenta, state, table)
+
+
+def _detached(table):
+    return None if table is None else table.detach()

@@ -15,13 +15,14 @@ from torch.utils.checkpoint import checkpoint as recomputed
 from ...functional import learned_update
 from ...rules import UpdateRule
 from ..config import TrainConfig
-from ..episodes import Episode, detach_state
+from ..episodes import Episode, detach_state, kept_context, reused_context
 
 
 def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight: float, *,
             pipeline: bool | None = None, recompute: bool = False):
     """``steps`` inner steps from ``ep`` in truncations of ``cfg.unroll``; returns ``(mean
-    meta-loss, (params, momenta, rule state))``.
+    meta-loss, (params, momenta, rule state, context))``. A context kept between graph steps
+    (``graph_every``) carries gradients within a truncation and is detached between them.
 
     ``recompute`` keeps only each inner step's inputs to the rule and runs the rule's forward
     again during the backward (activation checkpointing), instead of holding every step's
@@ -30,7 +31,7 @@ def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight:
     step; the gradients are the same up to float rounding (``benchmarks/recompute.py``).
     """
     opt, params, momenta, state = ep.optimizee, ep.params, ep.momenta, ep.rule_state
-    total, count = 0.0, 0
+    total, count, table = 0.0, 0, ep.context
     # (no pipeline: a truncation's backward beside the next one's forward measured slower)
     update = functools.partial(recomputed, learned_update, use_reentrant=False) if recompute else learned_update
     done = 0
@@ -45,7 +46,9 @@ def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight:
                 metas.append(loss)  # loss of the previous update, measured on a new batch
             grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
                                         create_graph=cfg.second_order)
-            result = update(rule, opt.graph, current, grads, momenta, state, second_order=cfg.second_order)
+            result = update(rule, opt.graph, current, grads, momenta, state, second_order=cfg.second_order,
+                            context=reused_context(cfg, ep.done + done + t, table))
+            table = kept_context(cfg, result)
             current = [p + u for p, u in zip(current, result.updates)]
             momenta, state = result.momenta, result.rule_state
             batch = opt.stream.next()
@@ -56,5 +59,6 @@ def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight:
         params = [p.detach() for p in current]
         momenta = [m.detach() for m in momenta]
         state = detach_state(state)
+        table = None if table is None else table.detach()
         done += length
-    return total / max(count, 1), (params, momenta, state)
+    return total / max(count, 1), (params, momenta, state, table)
