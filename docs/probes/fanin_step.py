@@ -1,0 +1,80 @@
+"""Probe (issue "Tuning-free"): does a per-tensor step factor from the layer's fan-in fit the
+bundled rule to networks of other depths without a per-network multiplier?
+
+Question. ``pna-fmnist17`` applies about one relative step size on every network; tuned per
+network, its best multiplier is x8 on fmnist17-d1, x1 on task 17 and x0.5 on fmnist17-d4
+(docs/RESULTS.md). If each tensor's update is scaled by ``(F_ref / fan_in) ** alpha`` (a
+muP-like factor: fan_in = in-channels x kernel positions, F_ref = 144, task 17's middle
+conv), one alpha might serve all three.
+
+What would change the plan: an alpha > 0 that raises the validation accuracy of both d1 and
+d4 over alpha = 0 and keeps task 17 within 0.5 points would make fan-in a structural input
+of the next rule's scale (its per-tensor factor from the graph's shapes). If none does, the
+scale module has to learn it from loss and gradient signals instead.
+
+Validation split only (seed 101, 1,000 steps): nothing here reads the test set.
+
+    python docs/probes/fanin_step.py --alphas 0,0.5,1 --tasks fmnist17-d1,fmnist17,fmnist17-d4 --out runs/probe-fanin
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from gnnopt import GNNOptimizer
+from gnnopt.bench.data import load_dataset
+from gnnopt.bench.protocol import train_optimizee
+from gnnopt.bench.tasks import get_task
+from gnnopt.rules import load_rule
+
+F_REF = 144
+
+
+def fan_in(name: str, shape: tuple[int, ...], layer_fan: int) -> int:
+    """In-features x kernel positions of a weight; a bias takes its layer's."""
+    return math.prod(shape[1:]) if len(shape) > 1 else layer_fan
+
+
+def groups(model: torch.nn.Module, alpha: float) -> list[dict]:
+    out, fan = [], 1
+    for name, p in model.named_parameters():
+        fan = fan_in(name, tuple(p.shape), fan)
+        out.append({"params": [(name, p)], "lr": (F_REF / fan) ** alpha})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--alphas", default="0,0.5,1")
+    parser.add_argument("--tasks", default="fmnist17-d1,fmnist17,fmnist17-d4")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=101)
+    parser.add_argument("--rule", default="pna-fmnist17")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rule = load_rule(args.rule)
+    data = load_dataset("fmnist")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.jsonl"
+    done = {(r["task"], r["alpha"]) for r in map(json.loads, results.read_text().splitlines())} \
+        if results.exists() else set()
+    for task_name in args.tasks.split(","):
+        for alpha in map(float, args.alphas.split(",")):
+            if (task_name, alpha) in done:
+                continue
+            result = train_optimizee(get_task(task_name), data, lambda m, a=alpha: GNNOptimizer(groups(m, a), rule),
+                                     steps=args.steps, seed=args.seed, split="val")
+            row = {"task": task_name, "alpha": alpha, "val_acc": result["accuracy"], "val_loss": result["loss"]}
+            print(json.dumps(row), flush=True)
+            with open(results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
