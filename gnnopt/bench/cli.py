@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a learned rule: bundled name, checkpoint directory or Hub repo id (repeatable)")
     p.add_argument("--baseline", action="append", default=[], choices=list_baselines(),
                    help="a hand-designed baseline (repeatable)")
-    p.add_argument("--task", default="fmnist17", help=f"task name or id; several separated by commas ({', '.join(list_tasks())})")
+    p.add_argument("--task", default="fmnist17",
+                   help=f"task name or id; several separated by commas ({', '.join(list_tasks())})")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seeds", type=parse_seeds, default=list(protocol.DEFAULT_SEEDS), help="e.g. 101-105 or 101,103")
     p.add_argument("--lr", type=float, default=None, help="baseline learning rate (skips tuning)")

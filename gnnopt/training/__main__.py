@@ -149,7 +149,8 @@ def recipe_main(argv: list[str]) -> int:
     from .card import write_card
     from .recipe import SMOKE, Recipe, run
 
-    p = argparse.ArgumentParser(prog="python -m gnnopt.training", description="Reproduce a shipped checkpoint (recipe) or write its model card (card).")
+    p = argparse.ArgumentParser(prog="python -m gnnopt.training",
+                                description="Reproduce a shipped checkpoint (recipe) or write its model card (card).")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("recipe", help="run (or resume) every stage of a recipe")
     r.add_argument("name", help="a recipe under recipes/ (e.g. pna-fmnist17) or a recipe.json path")
@@ -171,11 +172,10 @@ def recipe_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         recipe = Recipe.load(args.name, args.runs)
-        if args.command == "recipe":
-            check_device(args.device)
         if args.command == "card":
             print(f"wrote {write_card(recipe, args.dest, runs=args.runs if args.ship else None)}")
             return 0
+        check_device(args.device)
         keep_freed_memory()
         threads = args.threads or recipe.threads
         if threads:

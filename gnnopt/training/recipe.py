@@ -141,7 +141,8 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
     from .trainer import meta_train, summary
 
     stages = [recipe.stage(name) for name in only] if only else list(recipe.stages)
-    print(f"recipe {recipe.name}: {len(recipe.stages)} stage(s), shipped stage {recipe.ship!r}; runs in {runs / recipe.name}")
+    print(f"recipe {recipe.name}: {len(recipe.stages)} stage(s), shipped stage {recipe.ship!r}; "
+          f"runs in {runs / recipe.name}")
     for i, stage in enumerate(stages, 1):
         cfg = TrainConfig.from_dict({**stage.config.to_dict(), **SMOKE}) if smoke else stage.config
         out = runs / recipe.name / stage.name

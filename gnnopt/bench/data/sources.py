@@ -10,15 +10,8 @@ FashionMNIST is looked for, in order:
 
 In each directory the four IDX files (gzipped or not) may sit in ``dir``,
 ``dir/fashion-mnist`` or ``dir/FashionMNIST/raw``. CIFAR-10 reads the standard
-``cifar-10-batches-py`` folder (pass the folder or its parent).
-
-The validation split is a fixed, seeded subset of the *training* images; the test split is
-the official test set, so model selection never sees it. Images are normalised with fixed
-per-channel constants. ``load_dataset("fmnist", embedded=True)`` reads a small class-balanced
-subset shipped in the package (for demos and fast tests; never report results on it).
-
-Shapes:
-    Split.x: ``(N, C, H, W)`` float32, normalised; Split.y: ``(N,)`` int64.
+``cifar-10-batches-py`` folder (pass the folder or its parent). The splits built from
+them are :mod:`.datasets`'.
 """
 from __future__ import annotations
 
