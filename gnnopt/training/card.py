@@ -91,7 +91,8 @@ def model_card(recipe: Recipe, rule: UpdateRule) -> str:
     tasks = sorted({t for s in recipe.stages for t in s.config.task_names}, key=lambda t: (t != "fmnist17", t))
     weights = sum(p.numel() for p in rule.parameters())
     steps = "\n".join(f"{i}. `{s.name}`: {s.why}" for i, s in enumerate(recipe.stages, 1))
-    commands = "\n".join(command(s.config, Path("runs") / recipe.name / s.name) for s in recipe.stages)
+    shown = Recipe.load(recipe.root)  # the commands as a reader runs them: in runs/, wherever these ran
+    commands = "\n".join(command(s.config, Path("runs") / recipe.name / s.name) for s in shown.stages)
     return f"""---
 library_name: gnnopt
 tags: [learned-optimizer, gnnopt]

@@ -98,3 +98,18 @@ def test_resume_may_extend_a_run_but_not_change_it(tmp_path, capsys):
     assert training_main(["--out", str(out), "--resume", "--outer-steps", "1", "--no-progress"]) == 2
     assert "already at outer step 3" in capsys.readouterr().err
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_card_ship_copies_the_selected_weights_first(at_root, tmp_path):
+    recipe = Recipe.load(SHIPPED, tmp_path / "runs")
+    best = tmp_path / "runs" / SHIPPED / recipe.ship / "best"
+    shutil.copytree(ROOT / "pretrained" / SHIPPED, best)
+    assert training_main(["card", SHIPPED, "--ship", "--runs", str(tmp_path / "runs"),
+                          "--dest", str(tmp_path / "out")]) == 0
+    shipped = tmp_path / "out" / SHIPPED
+    assert (shipped / "model.safetensors").read_bytes() == (best / "model.safetensors").read_bytes()
+    assert (shipped / "README.md").read_text() == (ROOT / "pretrained" / SHIPPED / "README.md").read_text()
+    shutil.rmtree(best)
+    assert training_main(["card", SHIPPED, "--ship", "--runs", str(tmp_path / "runs"),
+                          "--dest", str(tmp_path / "other")]) == 2  # nothing to ship: nothing written
+    assert not (tmp_path / "other").exists()
