@@ -2,8 +2,10 @@
 
 A rule maps per-element features (``[P, FEATURE_SIZE]``, see :mod:`gnnopt.features`) and
 the model's :class:`~gnnopt.graph.NeuralGraph` to two numbers per element, a direction
-``d`` and a magnitude ``m`` (Metz et al. 2019, "Understanding and correcting pathologies in
-the training of learned optimizers": ``delta = d * lambda * exp(lambda * m)``).
+``d`` and a magnitude ``m`` (Metz et al. 2019, "Understanding and correcting pathologies
+in the training of learned optimizers": ``delta = d * lambda * exp(lambda * m)``), in two
+parts: a graph part that writes a context (one row per edge, node or tensor) and a
+per-element head that reads it.
 """
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ class UpdateRule(nn.Module):
     """Base class of learned update rules.
 
     Subclasses set :attr:`name` and :attr:`defaults` (the paper configuration), implement
-    :meth:`forward` and are added to the registry with :func:`register`. Every constructor
+    :meth:`embed` (the graph part; none for a rule that reads no graph) and are added to the
+    registry with :func:`register`. Every constructor
     argument is JSON-able, so ``config.json`` round-trips (``type(rule)(**rule.config)``
     rebuilds the architecture); :meth:`save_pretrained` and :meth:`from_pretrained` write and
     read the three checkpoint files (:mod:`gnnopt.hub`).
