@@ -173,6 +173,10 @@ def figure(path: str, name: str, adam: float) -> str:
     return "; ".join(out) or "no figure (not validated)"
 
 
+#: the heading from which a section written by hand starts; regenerating keeps it
+KEPT_FROM = "## Since `a2a8660`"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("docs/EXPERIMENTS.md"))
@@ -190,6 +194,8 @@ def main() -> int:
         f"    git checkout {COMMIT} -- training/experiments/pna-unroll100",
         "",
         f"(or read one file: `git show {COMMIT}:training/experiments/pna-unroll100/metrics.jsonl`).",
+        "The `pna-stephead*` runs used a log-step head (`step_head_gain`) that no shipped rule uses;",
+        "it was removed from the code after them, so rerunning them needs that commit too.",
         "The story behind the rows is in [RESULTS.md](RESULTS.md); the shipped checkpoint's recipe",
         "is in `recipes/pna-fmnist17/`.",
         "",
@@ -209,7 +215,10 @@ def main() -> int:
         lines.append(f"| [{name}](runs/{name}.md) | {question} | {recipe} | "
                      f"{figure(path, name, adam_row['mean'])} | {verdict} | `{COMMIT}` |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    # sections added by hand after the generated table (later evaluations, probes) are kept
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = old[old.index(KEPT_FROM):] if KEPT_FROM in old else ""
+    args.out.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
     print(f"wrote {args.out} ({len(RUNS)} rows)")
     return 0
 
