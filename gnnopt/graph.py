@@ -317,7 +317,7 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
         node_elem_node=node_elem_node_t,
         node_inv_count=(1.0 / count.clamp_min(1.0)).unsqueeze(1),
         readout_index=readout,
-        tensor_index=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)),
+        tensor_index=_tensor_index(sizes),
         message_pairs=message_pairs(edge_index, num_nodes),
         in_degree=torch.bincount(edge_index[1], minlength=num_nodes),
         edge_blocks=tuple(blocks),
@@ -340,9 +340,14 @@ def layout_graph(names: Sequence[str], shapes: Sequence[Sequence[int]], *, max_k
         kernel_positions=max_kernel_size * max_kernel_size, fallback=(), edge_index=empty.view(2, 0),
         node_roles=torch.zeros(0, role_features(role_dim)), edge_elem_index=empty, edge_elem_slot=empty,
         node_elem_index=empty, node_elem_node=empty, node_inv_count=torch.zeros(0, 1), readout_index=empty,
-        tensor_index=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)),
+        tensor_index=_tensor_index(sizes),
         message_pairs=empty.view(0, 2), in_degree=empty, edge_blocks=(), notes=(),
     )
+
+
+def _tensor_index(sizes: list[int]) -> Tensor:
+    """:attr:`NeuralGraph.tensor_index` of tensors with these element counts."""
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long))
 
 
 def _cat(parts: list[Tensor]) -> Tensor:

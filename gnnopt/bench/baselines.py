@@ -32,10 +32,11 @@ __all__ = ["make_baseline", "list_baselines", "DEFAULT_LR_GRIDS", "TUNING_FREE"]
 #: Learning rates searched for each baseline. The Adam grid is the one measured on task 17
 #: (best 1e-2 after 1,000 steps). SGD's steps are proportional to the gradient rather than
 #: normalised like Adam's, so its useful range sits higher; RMSprop's sits a little lower.
+_ADAM_GRID = (1e-3, 3e-3, 6e-3, 1e-2, 2e-2, 3e-2)
 DEFAULT_LR_GRIDS: dict[str, tuple[float, ...]] = {
-    "adam": (1e-3, 3e-3, 6e-3, 1e-2, 2e-2, 3e-2),
-    "adam-cosine": (1e-3, 3e-3, 6e-3, 1e-2, 2e-2, 3e-2),
-    "adamw": (1e-3, 3e-3, 6e-3, 1e-2, 2e-2, 3e-2),
+    "adam": _ADAM_GRID,
+    "adam-cosine": _ADAM_GRID,
+    "adamw": _ADAM_GRID,
     "sgd": (1e-2, 3e-2, 6e-2, 1e-1, 2e-1, 3e-1),
     "rmsprop": (3e-4, 1e-3, 2e-3, 3e-3, 6e-3, 1e-2),
 }
