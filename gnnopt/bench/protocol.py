@@ -107,14 +107,16 @@ def tune_lr(baseline: str, task: Task, data: Dataset, *, steps: int, seeds: Sequ
 
 def tune_rule_lr(rule, task: Task, data: Dataset, *, steps: int, seeds: Sequence[int],
                  grid: Sequence[float] = DEFAULT_RULE_LR_GRID, progress=None,
-                 store: RunStore | None = None) -> tuple[float, dict[float, float]]:
+                 store: RunStore | None = None, graph_every: int = 1) -> tuple[float, dict[float, float]]:
     """The multiplier of a learned rule's update (``GNNOptimizer(lr=...)``) with the best
-    mean *validation* accuracy after ``steps``: the same tuning Adam's learning rate gets."""
+    mean *validation* accuracy after ``steps``: the same tuning Adam's learning rate gets.
+    The rule runs as it will be tested (``graph_every``)."""
     def make(lr: float) -> Callable[[nn.Module], torch.optim.Optimizer]:
-        return lambda m: GNNOptimizer(m.named_parameters(), rule, lr=lr)
+        return lambda m: GNNOptimizer(m.named_parameters(), rule, lr=lr, graph_every=graph_every)
 
-    return _tune(f"rule {rule_fingerprint(rule)}", make, task, data, steps=steps, seeds=seeds, grid=list(grid),
-                 progress=progress, store=store)
+    method = f"rule {rule_fingerprint(rule)}" + (f" graph_every {graph_every}" if graph_every > 1 else "")
+    return _tune(method, make, task, data, steps=steps, seeds=seeds, grid=list(grid), progress=progress,
+                 store=store)
 
 
 def _tune(method: str, make: Callable[[float], Callable[[nn.Module], torch.optim.Optimizer]], task: Task,
@@ -184,7 +186,8 @@ def compare(
                 tuning = list(seeds)[:tune_seeds]
                 with tqdm(total=len(rule_grid) * len(tuning), desc=f"{requested}: tuning {label} lr on val") as bar:
                     multiplier, scores = tune_rule_lr(rule, task, task_data, steps=steps, seeds=tuning,
-                                                      grid=rule_grid, progress=bar, store=store)
+                                                      grid=rule_grid, progress=bar, store=store,
+                                                      graph_every=graph_every)
                 info = {"lr": multiplier, "tuning_val_acc": {str(k): v for k, v in scores.items()}}
                 label = f"{label} (lr ×{multiplier:g}, tuned)"
             identity = rule_fingerprint(rule) if store is not None else label
