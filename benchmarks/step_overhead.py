@@ -15,7 +15,9 @@ on flattened 28x28 inputs (``mlp-1m``, ``mlp-5m``, ``mlp-20m``: hidden widths gi
 a weight connection carries one number rather than a kernel. ``--graph-every 1,10`` times each
 rule with its graph part run every step and every 10 steps (``GNNOptimizer(graph_every=K)``;
 the average over K consecutive steps). ``--peak-memory`` adds the resident memory each step
-adds on the CPU (``ru_maxrss`` growth; run one rule per process for a clean figure).
+adds on the CPU (``ru_maxrss`` growth; run one rule per process for a clean figure). A rule
+may carry options, ``name:key=value+key=value`` (``pna:fan_in_power=0.5`` times the per-tensor
+fan-in factor of the update against ``pna`` without it).
 
 Targets: the ``pna`` step at most 2x forward+backward on task 17 and at most 3x on
 ``cifar10-cnn-w64`` (the reference implementation measured 5.8x and 9.3x); step time
@@ -103,7 +105,7 @@ def measure(task_name: str, rules: list[str], args, device: torch.device) -> tup
     for name in rules:
         for every in args.graph_every:
             with torch.no_grad(), _quiet():
-                opt = GNNOptimizer(model, create(name), graph_every=every)
+                opt = GNNOptimizer(model, _rule(name), graph_every=every)
             steps[_key(name, every, args)] = (opt.step, every)
     times: dict[str, list[float]] = {key: [] for key in steps}
     memory: dict[str, float] = {}
@@ -122,6 +124,15 @@ def measure(task_name: str, rules: list[str], args, device: torch.device) -> tup
                 times[key].append(total / every)
     params = sum(p.numel() for p in model.parameters())
     return params, {k: statistics.median(v) for k, v in times.items()}, memory
+
+
+def _rule(spec: str):
+    """``name`` or ``name:key=value+key=value`` -> ``create(name, **options)`` (values as JSON)."""
+    import json
+
+    name, _, options = spec.partition(":")
+    pairs = (item.split("=", 1) for item in options.split("+") if item)
+    return create(name, **{key: json.loads(value) for key, value in pairs})
 
 
 def _key(rule: str, every: int, args) -> str:

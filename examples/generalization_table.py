@@ -1,4 +1,5 @@
-"""The README's generalization table and plot, assembled from the sweeps' output folders.
+"""The README's tuning-free table and docs/RESULTS.md's generalization table, with their plots,
+assembled from the evaluations' output folders.
 
 Every cell is read from a ``results.json`` that ``fmnist_generalization.py`` (or
 ``python -m gnnopt.eval``) wrote; nothing is typed by hand. A column names, per network,
@@ -7,7 +8,8 @@ different times: ``pna-fmnist17`` means whichever rule was bundled then (``COLUM
 says which is which).
 A network whose folder or row is missing shows "not measured".
 
-    python examples/generalization_table.py                     # results/fmnist-generalization/summary.{md,png}
+    python examples/generalization_table.py                     # results/tuning-free/summary.{md,png}
+    python examples/generalization_table.py --table generalization   # results/fmnist-generalization/summary.*
     python examples/generalization_table.py --root /tmp/sweeps --out /tmp/summary
 
 The Markdown goes to ``OUT.md`` (and stdout), the plot (when matplotlib is installed) to
@@ -20,6 +22,7 @@ import argparse
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 from gnnopt.bench.tasks import get_task
@@ -86,6 +89,30 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+_SHIPPED = "recipes/pna-fmnist17/evals"  # the shipped rule's evaluations (its recipe's)
+
+#: the README's columns: the shipped rule at its defaults (nothing tuned), tuned Adam, the
+#: tuning-free optimizers at their defaults, and the previous checkpoint (stage 4 at its
+#: defaults then: every step, no fan-in factor; the first column of the table above).
+TUNING_FREE_COLUMNS: tuple[Column, ...] = (
+    # evaluated before it was shipped, as runs/pna-fanin05: the same weights and configuration
+    Column("`pna-fmnist17` (defaults)", tuple(
+        (f"{_SHIPPED}/{folder}", "pna-fanin05") for folder in ("shipped-1000", "shipped-w32", "shipped-d5")
+    ), bold_if_beats="tuned Adam"),
+    COLUMNS[-1],
+    Column("Prodigy (defaults)", (("results/tuning-free", "prodigy"), ("results/tuning-free-rest", "prodigy"))),
+    Column("Schedule-Free AdamW (defaults)", (("results/tuning-free", "schedulefree"),
+                                              ("results/tuning-free-rest", "schedulefree"))),
+    dataclass_replace(COLUMNS[0], label="previous checkpoint (stage 4)"),
+)
+
+#: the tables this script writes: their columns and where their outputs go by default
+TABLES: dict[str, tuple[tuple[Column, ...], str]] = {
+    "tuning-free": (TUNING_FREE_COLUMNS, "results/tuning-free/summary"),
+    "generalization": (COLUMNS, f"{_GEN}/summary"),
+}
+
+
 @dataclass(frozen=True)
 class Cell:
     mean: float
@@ -141,7 +168,7 @@ def _lr_note(label: str, cell: Cell) -> str:
     return f" (×{cell.lr:g}{dagger})"
 
 
-def markdown(columns: Sequence[Column], table: Mapping[str, Mapping[str, Cell]]) -> str:
+def markdown(columns: Sequence[Column], table: Mapping[str, Mapping[str, Cell]], name: str = "generalization") -> str:
     """The table, the † note and the commands that produced its cells."""
     header = "| network (parameters) | " + " | ".join(f"{c.label} (%)" for c in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
@@ -168,7 +195,8 @@ def markdown(columns: Sequence[Column], table: Mapping[str, Mapping[str, Cell]])
         lines.append("† at the edge of the tuning grid: the best value may lie beyond it.")
     lines.append("Bold: above tuned Adam. Mean ± std (population) over the seeds of the final test accuracy.")
     lines.append("")
-    lines.append("Produced by `python examples/generalization_table.py` from these runs:")
+    flag = "" if name == "tuning-free" else f" --table {name}"
+    lines.append(f"Produced by `python examples/generalization_table.py{flag}` from these runs:")
     commands = sorted({cell.command for cells in table.values() for cell in cells.values() if cell.command})
     lines.extend(f"- `{command}`" for command in commands)
     return "\n".join(lines) + "\n"
@@ -227,19 +255,23 @@ def plot(columns: Sequence[Column], table: Mapping[str, Mapping[str, Cell]], pat
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", choices=sorted(TABLES), default="tuning-free",
+                   help="tuning-free: the README's (default); generalization: docs/RESULTS.md's")
     p.add_argument("--root", type=Path, default=Path("."), help="the repository root the folders are relative to")
-    p.add_argument("--out", type=Path, default=Path(f"{_GEN}/summary"), help="writes OUT.md and OUT.png")
+    p.add_argument("--out", type=Path, default=None, help="writes OUT.md and OUT.png (default: the table's own)")
     args = p.parse_args(argv)
-    table = collect(COLUMNS, args.root)
+    columns, default_out = TABLES[args.table]
+    args.out = args.out or Path(default_out)
+    table = collect(columns, args.root)
     if not any(table.values()):
         print(f"error: no results.json under {args.root} for any column (run the sweeps first)")
         return 2
-    text = markdown(COLUMNS, table)
+    text = markdown(columns, table, args.table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
     print(text)
     wrote = [str(args.out.with_suffix(".md"))]
-    if plot(COLUMNS, table, args.out.with_suffix(".png")):
+    if plot(columns, table, args.out.with_suffix(".png")):
         wrote.append(str(args.out.with_suffix(".png")))
     print("wrote " + ", ".join(wrote))
     return 0

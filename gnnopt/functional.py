@@ -6,7 +6,11 @@ For every parameter element (Kofinas et al. 2024, sec. 4.3; Metz et al. 2019)::
     x      =  preprocess([theta, g, m_0.5, ..., m_0.9999])       (14 features)
     c      =  rule.context(x, graph)                  (the graph part: per edge/node/tensor)
     d, m   =  rule.readout(x, c)                      (the per-element head)
-    delta  =  d * lambda * exp(lambda * m)            (lambda = rule.config["update_scale"])
+    delta  =  d * lambda * exp(lambda * m) * s_t      (lambda = rule.config["update_scale"])
+
+where ``s_t = (fan_in_ref / fan_in_t) ** fan_in_power`` is a fixed factor of each parameter
+tensor ``t`` from its shape (:func:`fan_in_factors`; 1 with the default ``fan_in_power`` 0): a
+structural step size, larger for layers with few inputs and smaller for wide ones.
 
 A ``context`` from an earlier step may be passed in, and is then read instead of running
 the graph part again (the amortized step, ``GNNOptimizer(graph_every=K)``).
@@ -21,7 +25,9 @@ parameters.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -102,6 +108,40 @@ def learned_update(
     delta = direction * scale * torch.exp(scale * magnitude)
 
     sizes = [p.numel() for p in params]
-    updates = [d.view(p.shape) for d, p in zip(delta.split(sizes), params)]
+    factors = fan_in_factors(graph.shapes, rule.config["fan_in_power"], rule.config["fan_in_ref"])
+    updates = [d.view(p.shape) if f == 1.0 else d.view(p.shape) * f
+               for d, p, f in zip(delta.split(sizes), params, factors)]
     new_momenta = [m.reshape(len(BETAS), *p.shape) for m, p in zip(new.split(sizes, dim=1), params)]
     return UpdateResult(updates, new_momenta, rule_state, context)
+
+
+def fan_in(shapes: Sequence[tuple[int, ...]]) -> tuple[int | None, ...]:
+    """The fan-in of each tensor of a layout: in-features × kernel positions of a weight
+    (``[out, in, *kernel]``); a 1-D tensor takes the fan-in of the weight before it when it
+    is that weight's size (its bias or norm), else ``None`` (unknown)."""
+    out: list[int | None] = []
+    last_out, last_fan = None, None
+    for shape in shapes:
+        if len(shape) >= 2:
+            last_out, last_fan = shape[0], math.prod(shape[1:])
+            out.append(last_fan)
+        else:
+            out.append(last_fan if len(shape) == 1 and shape[0] == last_out else None)
+    return tuple(out)
+
+
+@lru_cache(maxsize=256)
+def fan_in_factors(shapes: tuple[tuple[int, ...], ...], power: float, ref: int) -> tuple[float, ...]:
+    """``(ref / fan_in) ** power`` per tensor (1 where the fan-in is unknown or ``power`` is 0)."""
+    if power == 0:
+        return (1.0,) * len(shapes)
+    return tuple(1.0 if f is None or f < 1 else (ref / f) ** power for f in fan_in(shapes))
+
+
+def anneal_factor(step: int, total_steps: int | None, fraction: float) -> float:
+    """The update's multiplier at ``step`` (steps taken so far) of a run of ``total_steps``: 1,
+    then a linear decay to 0 over the last ``fraction`` of the run, 0 after it; always 1 when
+    the length is unknown (``None``)."""
+    if total_steps is None:
+        return 1.0
+    return min(1.0, max(0.0, (total_steps - step) / (fraction * total_steps)))

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .functional import Context, init_momenta, learned_update
+from .functional import Context, anneal_factor, init_momenta, learned_update
 from .graph import LAYER, NORM, NeuralGraph, build_neural_graph, infer_kinds, layout_graph
 from .rules.base import UpdateRule
 
@@ -20,6 +20,7 @@ RULE_STATE_KEY = "rule_state"
 SKIPS_KEY = "nonfinite_skips"
 CONTEXT_KEY = "graph_context"  # with graph_every > 1: the context the steps in between read
 GRAPH_STEP_KEY = "graph_step"  # with graph_every > 1: steps taken, to know when the graph runs
+HORIZON_STEP_KEY = "horizon_step"  # with total_steps: steps taken, for the annealing
 
 
 class GNNOptimizer(torch.optim.Optimizer):
@@ -29,9 +30,10 @@ class GNNOptimizer(torch.optim.Optimizer):
 
         m_beta  <- beta * m_beta + g                       beta in {0.5, 0.9, 0.99, 0.999, 0.9999}
         d, m    =  rule(preprocess([theta, g, m_beta...]), graph)
-        theta   <- theta * (1 - lr * weight_decay) + lr * d * lambda * exp(lambda * m)
+        theta   <- theta * (1 - lr * weight_decay) + lr * s_t * d * lambda * exp(lambda * m)
 
-    with :math:`\lambda` = ``rule.config["update_scale"]`` (0.01). ``lr`` multiplies the
+    with :math:`\lambda` = ``rule.config["update_scale"]`` (0.01) and ``s_t`` the tensor's fixed
+    fan-in factor (``rule.config["fan_in_power"]``; :func:`gnnopt.functional.fan_in_factors`). ``lr`` multiplies the
     learned update (1.0 = as meta-trained), so ``torch.optim.lr_scheduler`` works; weight
     decay is decoupled and also scaled by ``lr``.
 
@@ -60,8 +62,13 @@ class GNNOptimizer(torch.optim.Optimizer):
         strict: raise instead of warning when some parameters fit no chain of the graph.
         graph_every: run the rule's graph part every ``graph_every`` steps only; the steps in
             between read the context it wrote (per edge, node or tensor) with their own
-            fresh features, so they cost about the per-element head alone. 1 (the default)
-            runs the whole rule every step, as the shipped rules were meta-trained.
+            fresh features, so they cost about the per-element head alone. 1 runs the whole
+            rule every step. ``None`` (the default): the rule's own default,
+            ``rule.config["graph_every"]`` (what its checkpoint was measured with).
+        total_steps: the run's length, if known (like a scheduler's ``T_max``): the update then
+            decays linearly to 0 over the last ``rule.config["anneal_fraction"]`` (0.2) of
+            it, and stays 0 after it. ``None`` (the default): no decay. It multiplies ``lr``,
+            so a scheduler still composes with it.
 
     Gradients that are not finite never reach the parameters: the step is skipped for the
     affected param group, a ``RuntimeWarning`` is issued and
@@ -88,14 +95,21 @@ class GNNOptimizer(torch.optim.Optimizer):
         lr: float = 1.0,
         weight_decay: float = 0.0,
         strict: bool = False,
-        graph_every: int = 1,
+        graph_every: int | None = None,
+        total_steps: int | None = None,
     ) -> None:
         if not isinstance(rule, UpdateRule):
             raise TypeError(f"rule must be a gnnopt UpdateRule (e.g. gnnopt.rules.create('pna')), got {type(rule).__name__}")
         _check_options(lr, weight_decay)
+        if graph_every is None:
+            graph_every = rule.config.get("graph_every", 1)
         if isinstance(graph_every, bool) or not isinstance(graph_every, int) or graph_every < 1:
             raise ValueError(f"Invalid graph_every: {graph_every!r} (a positive integer is required)")
         self.graph_every = graph_every
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)
+                                        or total_steps < 1):
+            raise ValueError(f"Invalid total_steps: {total_steps!r} (a positive integer or None is required)")
+        self.total_steps = total_steps
         self._kinds: dict[str, str] = {}
         if isinstance(params, nn.Module):
             self._kinds = infer_kinds(params)
@@ -120,7 +134,8 @@ class GNNOptimizer(torch.optim.Optimizer):
         cache_dir: str | None = None,
         local_files_only: bool = False,
         strict: bool = False,
-        graph_every: int = 1,
+        graph_every: int | None = None,
+        total_steps: int | None = None,
         **group_overrides: Any,
     ) -> GNNOptimizer:
         """An optimizer with a pretrained rule: a bundled name (:func:`list_pretrained`), a
@@ -128,7 +143,8 @@ class GNNOptimizer(torch.optim.Optimizer):
         ``weight_decay``) become the param-group defaults."""
         rule = UpdateRule.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
                                           local_files_only=local_files_only)
-        return cls(params, rule, strict=strict, graph_every=graph_every, **group_overrides)
+        return cls(params, rule, strict=strict, graph_every=graph_every, total_steps=total_steps,
+                   **group_overrides)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         _check_options(param_group.get("lr", 0.0), param_group.get("weight_decay", 0.0))
@@ -176,10 +192,11 @@ class GNNOptimizer(torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         # the graph is not stored: it is a function of the layout, rebuilt on unpickling
         return {**super().__getstate__(), "rule": self.rule, "strict": self.strict, "_kinds": self._kinds,
-                "graph_every": self.graph_every}
+                "graph_every": self.graph_every, "total_steps": self.total_steps}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("total_steps", None)  # pickled before total_steps existed
         # torch's load_state_dict also calls __setstate__ (state and groups only): the graph stays
         if "_graph" not in self.__dict__:
             self._graph, self._device_graph = self._build_graph(), None
@@ -255,9 +272,13 @@ class GNNOptimizer(torch.optim.Optimizer):
             if reuse is None and result.context.table is not None:
                 self.state[CONTEXT_KEY] = result.context.table
 
+        horizon = self.state.get(HORIZON_STEP_KEY, 0)
+        anneal = anneal_factor(horizon, self.total_steps, self.rule.config.get("anneal_fraction", 0.2))
+        if self.total_steps is not None:
+            self.state[HORIZON_STEP_KEY] = horizon + 1
         i = 0
         for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
+            lr, wd = group["lr"] * anneal, group["weight_decay"]
             n = len(group["params"])
             indices = [j for j in range(i, i + n) if apply_mask[j]]
             if indices and not _all_finite([result.updates[j] for j in indices]):

@@ -168,8 +168,8 @@ def test_generalization_table_is_assembled_from_the_sweeps_output(tmp_path, rule
     out = tmp_path / "summary"
     assert summary.main(["--root", str(tmp_path / "nothing-here"), "--out", str(out)]) == 2
     assert "no results.json" in capsys.readouterr().out
-    summary.COLUMNS = columns
-    assert summary.main(["--root", str(tmp_path), "--out", str(out)]) == 0
+    summary.TABLES = {**summary.TABLES, "generalization": (columns, str(out))}
+    assert summary.main(["--table", "generalization", "--root", str(tmp_path), "--out", str(out)]) == 0
     assert (out.with_suffix(".md")).read_text() == text
     if importlib.util.find_spec("matplotlib"):
         assert (out.with_suffix(".png")).stat().st_size > 10_000
@@ -185,15 +185,19 @@ def test_generalization_table_refuses_two_rows_for_one_cell(tmp_path):
         summary.collect((summary.Column("tuned Adam", (("a", "adam"), ("b", "adam"))),), tmp_path)
 
 
-def test_the_readme_generalization_table_is_the_one_the_runs_give():
-    """Every row of the README's generalization table is what generalization_table.py
-    assembles from the committed results: no number in it is typed by hand."""
+@pytest.mark.parametrize("name, page", [("tuning-free", "README.md"), ("generalization", "docs/RESULTS.md")])
+def test_the_documented_tables_are_the_ones_the_runs_give(name, page):
+    """Every row of the README's tuning-free table and of docs/RESULTS.md's generalization
+    table is what generalization_table.py assembles from the committed results, and so is
+    the summary.md beside the plot: no number in them is typed by hand."""
     summary = load_example("generalization_table")
     root = EXAMPLES.parent
-    text = summary.markdown(summary.COLUMNS, summary.collect(summary.COLUMNS, root))
-    readme = (root / "README.md").read_text()
+    columns, out = summary.TABLES[name]
+    text = summary.markdown(columns, summary.collect(columns, root), name)
+    documented = (root / page).read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + len(summary.NETWORKS)
-    missing = [line for line in rows if line not in readme]
-    stale = "README generalization table is stale; rerun examples/generalization_table.py:\n"
+    missing = [line for line in rows if line not in documented]
+    stale = f"{page}'s {name} table is stale; rerun examples/generalization_table.py --table {name}:\n"
     assert not missing, stale + "\n".join(missing)
+    assert (root / out).with_suffix(".md").read_text() == text, stale

@@ -113,3 +113,43 @@ def test_momenta_of_another_dtype_are_read_as_float32(rule_name):
         assert all(m.dtype == torch.float32 for m in result.momenta)
         for a, b in zip(result.updates, reference.updates):
             assert torch.equal(a, b)
+
+
+def test_fan_in_of_weights_and_their_biases_and_norms():
+    from gnnopt.functional import fan_in, fan_in_factors
+
+    shapes = ((16, 1, 3, 3), (16,), (16,), (32, 16, 3, 3), (32,), (10, 32), (10,), (7,), ())
+    assert fan_in(shapes) == (9, 9, 9, 144, 144, 32, 32, None, None)
+    factors = fan_in_factors(shapes, 0.5, 144)
+    assert factors[:3] == (4.0, 4.0, 4.0) and factors[3] == 1.0 and factors[5] == math.sqrt(144 / 32)
+    assert factors[7:] == (1.0, 1.0)  # unknown fan-in: no factor
+    assert fan_in_factors(shapes, 0.0, 144) == (1.0,) * len(shapes)
+
+
+def test_fan_in_power_scales_each_tensor_as_a_per_tensor_lr_would():
+    """fan_in_power is a fixed per-tensor factor of the update: the same as giving each tensor
+    its own param group with lr (ref / fan_in) ** power."""
+    from gnnopt import GNNOptimizer
+    from gnnopt.functional import fan_in_factors
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    x, y = small_batch()
+    base, scaled = create("ff"), create("ff", fan_in_power=0.5)
+    scaled.load_state_dict(base.state_dict())
+    shapes = tuple(tuple(p.shape) for p in model.parameters())
+    factors = fan_in_factors(shapes, 0.5, 144)
+    assert len(set(factors)) > 1
+    models = [small_cnn() for _ in range(2)]
+    for m in models:
+        m.load_state_dict(model.state_dict())
+    groups = [{"params": [(n, p)], "lr": f} for (n, p), f in zip(models[0].named_parameters(), factors)]
+    optimizers = [GNNOptimizer(groups, base), GNNOptimizer(models[1].named_parameters(), scaled)]
+    for _ in range(3):
+        for m, opt in zip(models, optimizers):
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(next(models[1].parameters()), next(model.parameters()))  # it did step

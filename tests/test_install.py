@@ -21,6 +21,9 @@ def test_tests_run_against_the_installed_wheel():
                      if (d / "model.safetensors").is_file())
     assert in_repo and set(in_repo) <= set(list_pretrained())  # every bundled checkpoint is in the wheel
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    for name in in_repo:  # the card's plot travels with it
+        if (Path(__file__).parent.parent / "pretrained" / name / "summary.png").is_file():
+            assert (path.parent / "pretrained" / name / "summary.png").is_file()
     for name in list_pretrained():
         assert (path.parent / "pretrained" / name / "model.safetensors").is_file()
         GNNOptimizer.from_pretrained(name, model.named_parameters())  # offline: no Hub involved

@@ -390,3 +390,52 @@ def test_graph_every_one_is_the_plain_step():
     diffs = [not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())]
     assert any(diffs)  # reusing a context is not the same update, but close to it
     assert all(torch.allclose(p, q, atol=1e-2) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_graph_every_defaults_to_the_rules_own():
+    from gnnopt.rules import create
+
+    model = small_cnn()
+    assert GNNOptimizer(model, create("ff")).graph_every == 1
+    assert GNNOptimizer(model, create("ff", graph_every=10)).graph_every == 10
+    assert GNNOptimizer(model, create("ff", graph_every=10), graph_every=1).graph_every == 1
+    with pytest.raises(ValueError, match="graph_every"):
+        create("ff", graph_every=0)
+
+
+def test_total_steps_anneals_the_update_over_the_last_fraction_and_resumes():
+    """With total_steps=T the update is the plain one, then decays linearly to 0 over the last
+    anneal_fraction of T (as the same rule under a LambdaLR would), and is 0 after T; the step
+    count travels with state_dict."""
+    from gnnopt.functional import anneal_factor
+    from gnnopt.rules import create
+
+    assert [anneal_factor(t, 10, 0.2) for t in (0, 7, 8, 9, 10, 12)] == [1.0, 1.0, 1.0, 0.5, 0.0, 0.0]
+    assert anneal_factor(10**6, None, 0.2) == 1.0
+    torch.manual_seed(0)
+    x, y = small_batch()
+    models = [small_cnn() for _ in range(3)]
+    for m in models[1:]:
+        m.load_state_dict(models[0].state_dict())
+    rule = make_sign_descent(create("ff"))
+    told = GNNOptimizer(models[0], rule, total_steps=10)
+    plain = GNNOptimizer(models[1], rule)
+    schedule = torch.optim.lr_scheduler.LambdaLR(plain, lambda t: anneal_factor(t, 10, 0.2))
+    for step in range(12):
+        for m, opt in zip(models[:2], (told, plain)):
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+        schedule.step()
+        for a, b in zip(models[0].parameters(), models[1].parameters()):
+            torch.testing.assert_close(a, b)
+        if step == 4:  # resume halfway: the count comes along
+            saved = told.state_dict()
+    assert told.state["horizon_step"] == 12
+    resumed = GNNOptimizer(models[2], rule, total_steps=10)
+    resumed.load_state_dict(saved)
+    assert resumed.state["horizon_step"] == 5
+    with pytest.raises(ValueError, match="total_steps"):
+        GNNOptimizer(small_cnn(), rule, total_steps=0)
+    with pytest.raises(ValueError, match="anneal_fraction"):
+        create("ff", anneal_fraction=0.0)

@@ -18,17 +18,12 @@ Validation split only (seed 101, 1,000 steps): nothing here reads the test set.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from pathlib import Path
 
+import _probe
 import torch
 
 from gnnopt import GNNOptimizer
-from gnnopt.bench.data import load_dataset
-from gnnopt.bench.protocol import train_optimizee
-from gnnopt.bench.tasks import get_task
 from gnnopt.rules import load_rule
 
 F_REF = 144
@@ -48,32 +43,13 @@ def groups(model: torch.nn.Module, alpha: float) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _probe.parser(__doc__)
     parser.add_argument("--alphas", default="0,0.5,1")
     parser.add_argument("--tasks", default="fmnist17-d1,fmnist17,fmnist17-d4")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=101)
-    parser.add_argument("--rule", default="pna-fmnist17")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     rule = load_rule(args.rule)
-    data = load_dataset("fmnist")
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = args.out / "results.jsonl"
-    done = {(r["task"], r["alpha"]) for r in map(json.loads, results.read_text().splitlines())} \
-        if results.exists() else set()
-    for task_name in args.tasks.split(","):
-        for alpha in map(float, args.alphas.split(",")):
-            if (task_name, alpha) in done:
-                continue
-            result = train_optimizee(get_task(task_name), data, lambda m, a=alpha: GNNOptimizer(groups(m, a), rule),
-                                     steps=args.steps, seed=args.seed, split="val")
-            row = {"task": task_name, "alpha": alpha, "val_acc": result["accuracy"], "val_loss": result["loss"]}
-            print(json.dumps(row), flush=True)
-            with open(results, "a") as f:
-                f.write(json.dumps(row) + "\n")
+    _probe.run(args, (({"task": t, "alpha": a}, t, lambda m, a=a: GNNOptimizer(groups(m, a), rule))
+                      for t in args.tasks.split(",") for a in map(float, args.alphas.split(","))))
 
 
 if __name__ == "__main__":

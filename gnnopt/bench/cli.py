@@ -62,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-rule-lr", action="store_true",
                    help=f"tune each rule's lr multiplier on the validation split like Adam's lr "
                         f"(grid {', '.join(map(str, protocol.DEFAULT_RULE_LR_GRID))})")
-    p.add_argument("--graph-every", type=int, default=1, metavar="K",
-                   help="rules run their graph part every K steps only (GNNOptimizer(graph_every=K))")
+    p.add_argument("--graph-every", type=int, default=None, metavar="K",
+                   help="rules run their graph part every K steps only (GNNOptimizer(graph_every=K)); "
+                        "default: each rule's own (its config's graph_every)")
+    p.add_argument("--tell-length", action="store_true",
+                   help="tell each rule the run's length (GNNOptimizer(total_steps=--steps)): its update "
+                        "anneals over the run's end")
     p.add_argument("--out", type=Path, default=Path("eval-out"))
     p.add_argument("--resume", action="store_true",
                    help="reuse the runs a stopped evaluation with the same --out finished (OUT/runs/)")
@@ -79,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.rule and not args.baseline:
         print("error: give at least one --rule or --baseline", file=sys.stderr)
         return 2
-    if args.steps < 1 or args.record_every < 1 or args.tune_seeds < 1 or args.graph_every < 1:
+    if args.steps < 1 or args.record_every < 1 or args.tune_seeds < 1 or (args.graph_every is not None and args.graph_every < 1):
         print("error: --steps, --record-every, --tune-seeds and --graph-every must be positive", file=sys.stderr)
         return 2
     keep_freed_memory()
@@ -107,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows, curves = protocol.compare(tasks, data_for, rules, args.baseline, steps=args.steps, seeds=args.seeds,
                                tune_seeds=args.tune_seeds, lr=args.lr, record_every=args.record_every,
                                rule_lr=args.rule_lr, store=store, graph_every=args.graph_every,
+                               tell_length=args.tell_length,
                                rule_grid=protocol.DEFAULT_RULE_LR_GRID if args.tune_rule_lr else None)
     except FileNotFoundError as err:  # a missing data set: the message says how to get it
         print(f"error: {err}", file=sys.stderr)

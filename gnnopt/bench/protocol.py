@@ -88,7 +88,7 @@ def _evaluate(model: nn.Module, optimizer: torch.optim.Optimizer, split) -> tupl
 
 
 def run_learned_episode(rule, task: Task, data: Dataset, *, steps: int, seed: int, split: str = "val",
-                        record_every: int | None = None, graph_every: int = 1) -> dict[str, Any]:
+                        record_every: int | None = None, graph_every: int | None = None) -> dict[str, Any]:
     """:func:`train_optimizee` with a ``GNNOptimizer`` driven by ``rule`` (no rule grads)."""
     return train_optimizee(
         task, data, lambda m: GNNOptimizer(m.named_parameters(), rule, graph_every=graph_every), steps=steps,
@@ -107,14 +107,15 @@ def tune_lr(baseline: str, task: Task, data: Dataset, *, steps: int, seeds: Sequ
 
 def tune_rule_lr(rule, task: Task, data: Dataset, *, steps: int, seeds: Sequence[int],
                  grid: Sequence[float] = DEFAULT_RULE_LR_GRID, progress=None,
-                 store: RunStore | None = None, graph_every: int = 1) -> tuple[float, dict[float, float]]:
+                 store: RunStore | None = None, graph_every: int | None = None) -> tuple[float, dict[float, float]]:
     """The multiplier of a learned rule's update (``GNNOptimizer(lr=...)``) with the best
     mean *validation* accuracy after ``steps``: the same tuning Adam's learning rate gets.
     The rule runs as it will be tested (``graph_every``)."""
     def make(lr: float) -> Callable[[nn.Module], torch.optim.Optimizer]:
         return lambda m: GNNOptimizer(m.named_parameters(), rule, lr=lr, graph_every=graph_every)
 
-    method = f"rule {rule_fingerprint(rule)}" + (f" graph_every {graph_every}" if graph_every > 1 else "")
+    every = _graph_every(rule, graph_every)
+    method = f"rule {rule_fingerprint(rule)}" + (f" graph_every {every}" if every > 1 else "")
     return _tune(method, make, task, data, steps=steps, seeds=seeds, grid=list(grid), progress=progress,
                  store=store)
 
@@ -153,7 +154,8 @@ def compare(
     note: str | None = None,
     store: RunStore | None = None,
     rule_grid: Sequence[float] | None = None,
-    graph_every: int = 1,
+    graph_every: int | None = None,
+    tell_length: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Evaluate learned ``rules`` (by label) and tuned ``baselines`` on each task.
 
@@ -165,7 +167,9 @@ def compare(
     With a ``store``, every finished run is saved there (and reused if it says so). With a
     ``rule_grid``, each rule's update multiplier is tuned like a baseline's lr (on the
     validation split, ``tune_seeds`` seeds) instead of being ``rule_lr``. ``graph_every`` is
-    passed to every rule's ``GNNOptimizer`` (the amortized step).
+    passed to every rule's ``GNNOptimizer`` (the amortized step; ``None``: each rule's default).
+    With ``tell_length``, each rule is told the run's length (``total_steps=steps``: its update
+    anneals at the end of the run).
     """
     from tqdm.auto import tqdm
 
@@ -192,11 +196,17 @@ def compare(
                 label = f"{label} (lr ×{multiplier:g}, tuned)"
             identity = rule_fingerprint(rule) if store is not None else label
             method = f"rule {identity} lr {multiplier!r}"
-            if graph_every > 1:
-                label, method, info = f"{label} (graph every {graph_every})", f"{method} graph_every {graph_every}", \
-                    {**info, "graph_every": graph_every}
-            methods.append((label, lambda m, r=rule, k=multiplier: GNNOptimizer(m.named_parameters(), r, lr=k,
-                                                                                graph_every=graph_every),
+            every = _graph_every(rule, graph_every)
+            if every > 1:
+                method, info = f"{method} graph_every {every}", {**info, "graph_every": every}
+            if every != rule.config.get("graph_every", 1):  # not as the rule is meant to run
+                label = f"{label} (graph every {every})"
+            total = steps if tell_length else None
+            if tell_length:
+                label, method, info = f"{label} (total_steps {steps})", f"{method} total_steps {steps}", \
+                    {**info, "total_steps": steps}
+            methods.append((label, lambda m, r=rule, k=multiplier, t=total: GNNOptimizer(
+                                m.named_parameters(), r, lr=k, graph_every=graph_every, total_steps=t),
                             info, method))
         for base in baselines:
             info: dict[str, Any] = {}
@@ -235,3 +245,8 @@ def compare(
         rows += task_rows
         curves += task_curves
     return rows, curves
+
+
+def _graph_every(rule, graph_every: int | None) -> int:
+    """The graph interval a rule runs with: ``graph_every``, or the rule's default."""
+    return rule.config.get("graph_every", 1) if graph_every is None else graph_every

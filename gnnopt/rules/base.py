@@ -10,6 +10,7 @@ per-element head that reads it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,6 +62,18 @@ def get_rule_class(name: str) -> type[UpdateRule]:
     return _REGISTRY[key]
 
 
+#: Options every rule has besides its architecture: how its output becomes the update and how
+#: an optimizer runs it by default (``config.json`` of an older checkpoint may lack them).
+#:
+#: * ``fan_in_power`` (α): each tensor's update is multiplied by ``(fan_in_ref / fan_in) ** α``,
+#:   its fan-in being in-features × kernel positions (a bias takes its layer's); 0 turns it off.
+#: * ``graph_every``: the default of ``GNNOptimizer(graph_every=...)`` for this rule.
+#: * ``anneal_fraction``: with ``GNNOptimizer(total_steps=T)``, the update decays linearly to 0
+#:   over this last fraction of the T steps (:func:`gnnopt.functional.anneal_factor`).
+UPDATE_FORM_DEFAULTS: dict[str, Any] = {"fan_in_power": 0.0, "fan_in_ref": 144, "graph_every": 1,
+                                        "anneal_fraction": 0.2}
+
+
 class UpdateRule(nn.Module):
     """Base class of learned update rules.
 
@@ -87,13 +100,14 @@ class UpdateRule(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        unknown = set(config) - set(self.defaults)
+        defaults = {**UPDATE_FORM_DEFAULTS, **self.defaults}
+        unknown = set(config) - set(defaults)
         if unknown:
             raise ValueError(f"Unknown option(s) {sorted(unknown)} for rule '{self.name}'; "
-                             f"valid: {sorted(self.defaults)}")
-        merged = {**self.defaults, **config}
+                             f"valid: {sorted(defaults)}")
+        merged = {**defaults, **config}
         for key, value in merged.items():
-            default = self.defaults[key]
+            default = defaults[key]
             if isinstance(default, int) and not isinstance(default, bool):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise ValueError(f"Invalid {key}: {value!r} (a positive integer is required)")
@@ -101,6 +115,10 @@ class UpdateRule(nn.Module):
                 raise ValueError(f"Invalid {key}: {value!r} (a number is required)")
         if not merged["update_scale"] > 0:
             raise ValueError(f"Invalid update_scale: {merged['update_scale']}")
+        if not math.isfinite(merged["fan_in_power"]):
+            raise ValueError(f"Invalid fan_in_power: {merged['fan_in_power']}")
+        if not 0 < merged["anneal_fraction"] <= 1:
+            raise ValueError(f"Invalid anneal_fraction: {merged['anneal_fraction']} (0 < it <= 1)")
         json.dumps(merged)  # config must be JSON-able
         self.config: dict[str, Any] = merged
 

@@ -18,7 +18,11 @@ from ..bench.baselines import list_baselines
 from ..bench.report import format_table
 from ..hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, atomic_write
 from ..rules import UpdateRule
-from .recipe import Recipe, command
+from .recipe import Recipe, command, shipped
+
+
+#: the plot across networks, beside the card in the checkpoint folder
+SUMMARY_PLOT = "summary.png"
 
 
 def _is_baseline(row: dict[str, Any]) -> bool:
@@ -41,12 +45,13 @@ def summarize(results: dict[str, dict[str, Any]], roles: dict[str, str]) -> list
                 if base["task"] != row["task"] or (where != d and not same_run):
                     continue
                 margin = 100 * (row["mean"] - base["mean"])
-                lines.append(f"{row['task']}, {row['steps']} steps: {margin:+.2f} points against {base['method']} "
+                lines.append(f"{row['task']}, {row['method']}, {row['steps']} steps: {margin:+.2f} points against "
+                             f"{base['method']} "
                              f"({100 * row['mean']:.2f}% vs {100 * base['mean']:.2f}%, {len(row['seeds'])} seeds).")
             for step, at in sorted(row.get("at", {}).items(), key=lambda kv: int(kv[0])):
                 change = 100 * (row["mean"] - at["mean"])
                 verb = "falls" if change < 0 else "rises"
-                lines.append(f"{row['task']}: test accuracy {verb} from {100 * at['mean']:.2f}% after {step} steps "
+                lines.append(f"{row['task']}, {row['method']}: test accuracy {verb} from {100 * at['mean']:.2f}% after {step} steps "
                              f"to {100 * row['mean']:.2f}% after {row['steps']} ({len(row['seeds'])} seeds).")
     return lines or ["these evaluations hold no tuned baseline and no long-run figure for this rule."]
 
@@ -78,7 +83,9 @@ def stage_lines(recipe: Recipe) -> tuple[list[str], float]:
 
 def model_card(recipe: Recipe, rule: UpdateRule) -> str:
     results = {item["dir"]: json.loads((recipe.root / item["dir"] / "results.json").read_text())
-               for item in recipe.evaluations}
+               for item in recipe.evaluations if (recipe.root / item["dir"] / "results.json").is_file()}
+    pending = [f"`python -m gnnopt.eval {' '.join(item['args'])}`" for item in recipe.evaluations
+               if item["dir"] not in results]
     roles = {item["dir"]: item.get("role", "rule") for item in recipe.evaluations}
     if not results:
         raise ValueError(f"recipe {recipe.name!r} names no evaluation: a model card needs at least one")
@@ -87,10 +94,21 @@ def model_card(recipe: Recipe, rule: UpdateRule) -> str:
         rows = found["rows"] if roles[d] == "rule" else [r for r in found["rows"] if _is_baseline(r)]
         tables.append(f"{format_table(rows)}\n\nCommand: `{found.get('command', d)}`")
     findings = "\n".join(f"- {line}" for line in summarize(results, roles))
+    if pending:
+        tables.append("Not run yet (`@ship` is this checkpoint): " + "; ".join(pending) + ".")
     stages, total = stage_lines(recipe)
     tasks = sorted({t for s in recipe.stages for t in s.config.task_names}, key=lambda t: (t != "fmnist17", t))
     weights = sum(p.numel() for p in rule.parameters())
     steps = "\n".join(f"{i}. `{s.name}`: {s.why}" for i, s in enumerate(recipe.stages, 1))
+    across = ""
+    if recipe.summary:
+        table = Path(recipe.summary).with_suffix(".md").read_text().strip()
+        across = (f"## Across networks\n\nTest accuracy after 1,000 steps on FashionMNIST CNNs of other widths and "
+                  f"depths, with nothing tuned for the rule:\n\n{table}\n\n![test accuracy per network]"
+                  f"({SUMMARY_PLOT})\n\n")
+    shipping = (f"Shipped: stage `{recipe.ship}`'s selected weights with `{json.dumps(recipe.ship_config)}` set in "
+                f"their configuration (options that change no weight). {recipe.ship_why}\n\n"
+                if recipe.ship_config else "")
     shown = Recipe.load(recipe.root)  # the commands as a reader runs them: in runs/, wherever these ran
     commands = "\n".join(command(s.config, Path("runs") / recipe.name / s.name) for s in shown.stages)
     return f"""---
@@ -107,7 +125,7 @@ from gnnopt import GNNOptimizer
 opt = GNNOptimizer.from_pretrained("{recipe.name}", model.named_parameters())
 ```
 
-## Evaluation
+{across}## Evaluation
 
 Test accuracy after the stated number of steps, written by `python -m gnnopt.eval` (mean ± std
 over seeds, full FashionMNIST test set; a baseline's learning rate tuned on the validation
@@ -126,7 +144,7 @@ split where the table says "tuned"). In short:
 {commands}
 ```
 
-Rule configuration:
+{shipping}Rule configuration:
 
 ```json
 {json.dumps(rule.config, indent=2)}
@@ -141,12 +159,16 @@ Hardware: {recipe.hardware}. Wall clock of meta-training, about {total / 60:.0f}
 
 def write_card(recipe: Recipe, dest: Path, *, runs: Path | None = None) -> Path:
     """Write ``dest/<name>/README.md``; with ``runs``, first copy the shipped stage's selected
-    weights from ``runs/<name>/<ship>/best``. Everything is read before anything is written."""
+    weights from ``runs/<name>/<ship>/best`` (with the recipe's ``ship_config``). Everything is
+    read before anything is written."""
     target = dest / recipe.name
-    source = (runs / recipe.name / recipe.ship / "best") if runs is not None else target
+    source = shipped(recipe, runs) if runs is not None else target
     rule = UpdateRule.from_checkpoint_dir(source)
     card = model_card(recipe, rule)
+    plot = Path(recipe.summary).with_suffix(".png") if recipe.summary else None
     target.mkdir(parents=True, exist_ok=True)
+    if plot is not None and plot.is_file():
+        atomic_write(target / SUMMARY_PLOT, lambda p: shutil.copyfile(plot, p))
     if runs is not None:
         for file in (CONFIG_NAME, WEIGHTS_NAME):
             atomic_write(target / file, lambda p, src=source / file: shutil.copyfile(src, p))

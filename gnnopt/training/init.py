@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..rules import Head, UpdateRule, create, load_rule
+from ..rules.base import UPDATE_FORM_DEFAULTS
 from .config import TrainConfig
 
 
@@ -13,16 +14,21 @@ def initial_rule(cfg: TrainConfig) -> UpdateRule:
     with its head taken from the saved rule ``cfg.init_head`` when that is set.
 
     With ``cfg.init``, options missing from ``cfg.rule_config`` take the saved rule's values, so
-    a fine-tune needs no repeat of them; an option given explicitly must match the saved rule.
+    a fine-tune needs no repeat of them; an architecture option given explicitly must match the
+    saved rule, while the update form (``fan_in_power``, ``fan_in_ref``, ``graph_every``: they
+    change no weight) may differ: the run then trains the saved weights under the new form.
     """
     saved = load_rule(cfg.init) if cfg.init is not None else None
     defaults = saved.config if saved is not None and saved.name == cfg.rule else {}
     rule = create(cfg.rule, **{**defaults, **cfg.rule_config})  # validates the options, draws as before
     if saved is not None:
-        if saved.name != cfg.rule or rule.config != saved.config:
+        def architecture(config: dict) -> dict:
+            return {k: v for k, v in config.items() if k not in UPDATE_FORM_DEFAULTS}
+
+        if saved.name != cfg.rule or architecture(rule.config) != architecture(saved.config):
             raise ValueError(f"--init {cfg.init}: a {saved.name} rule with {saved.config}, but this run trains a "
                              f"{cfg.rule} rule with {rule.config}")
-        rule = saved
+        rule.load_state_dict(saved.state_dict())
     if cfg.init_head is not None:
         transplant_head(load_rule(cfg.init_head).head, rule.head, label=cfg.init_head)
     return rule

@@ -5,16 +5,22 @@
     {"name": "pna-fmnist17", "description": "...", "hardware": "...", "threads": 1,
      "stages": [{"name": "ff", "why": "...", "config": {TrainConfig options}}, ...],
      "ship": "unroll100",
-     "evaluations": [{"dir": "evals/unroll100-1000", "role": "rule" | "baseline",
+     "ship_config": {"fan_in_power": 0.5, ...}, "ship_why": "...",
+     "summary": "results/tuning-free/summary",
+     "evaluations": [{"dir": "evals/shipped-1000", "role": "rule" | "baseline",
                       "args": [python -m gnnopt.eval arguments]}, ...]}
 
 A stage's ``init``/``init_head`` may name an earlier stage as ``"@stage"`` (its selected
-rule); ``"@ship"`` in evaluation arguments is the shipped stage's selected rule. Stage
+rule); ``"@ship"`` in evaluation arguments is the shipped rule: the shipped stage's selected
+weights with ``ship_config`` (rule options that change no weight: the update form and the
+optimizer's defaults, :data:`gnnopt.rules.base.UPDATE_FORM_DEFAULTS`) set in its config. Stage
 ``s`` runs in ``RUNS/<name>/s`` (``RUNS`` = ``runs`` by default, not tracked): a finished
 stage is skipped, a stopped one resumed, so the command can be rerun until it is done.
 ``recipes/<name>/stages/<s>/`` keeps each stage's compact record (``metrics.jsonl``,
 ``selected.json``) and ``recipes/<name>/evals/`` the evaluation tables: the model card is
-generated from them (:mod:`.card`).
+generated from them (:mod:`.card`), with the table and plot across networks that ``summary``
+names (``SUMMARY.md`` and ``SUMMARY.png``, from the repository root: written by
+``examples/generalization_table.py``).
 
     python -m gnnopt.training recipe pna-fmnist17 --dry-run    # what would run, and where it stands
     python -m gnnopt.training recipe pna-fmnist17              # run (or resume) every stage
@@ -29,6 +35,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..rules.base import UPDATE_FORM_DEFAULTS
 from .config import TrainConfig
 
 #: options a ``--smoke`` run overrides: one tiny stage in seconds, on the embedded subset
@@ -55,6 +62,9 @@ class Recipe:
     ship: str
     evaluations: tuple[dict[str, Any], ...]
     root: Path
+    ship_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ship_why: str = ""
+    summary: str | None = None
 
     @classmethod
     def load(cls, name_or_path: str | Path, runs: str | Path = "runs") -> Recipe:
@@ -90,8 +100,14 @@ class Recipe:
         ship = raw.get("ship", seen[-1])
         if ship not in seen:
             raise ValueError(f"{path}: ship {ship!r} is not one of its stages ({', '.join(seen)})")
+        ship_config = dict(raw.get("ship_config", {}))
+        wrong = set(ship_config) - set(UPDATE_FORM_DEFAULTS)
+        if wrong:
+            raise ValueError(f"{path}: ship_config may set only {', '.join(sorted(UPDATE_FORM_DEFAULTS))} "
+                             f"(options that change no weight), not {', '.join(sorted(wrong))}")
         return cls(name, raw.get("description", ""), raw.get("hardware", "not stated"), raw.get("threads"),
-                   tuple(parsed), ship, tuple(raw.get("evaluations", ())), path.parent)
+                   tuple(parsed), ship, tuple(raw.get("evaluations", ())), path.parent, ship_config,
+                   raw.get("ship_why", ""), raw.get("summary"))
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -135,6 +151,23 @@ def record(recipe: Recipe, stage: Stage, out: Path) -> Path:
     return dest
 
 
+def shipped(recipe: Recipe, runs: Path) -> Path:
+    """``RUNS/<name>/shipped/<name>``: the shipped stage's selected rule with ``ship_config`` set
+    in its ``config.json`` (written afresh from ``RUNS/<name>/<ship>/best`` each time; the folder
+    is named like the checkpoint, so evaluations label it so)."""
+    source, dest = runs / recipe.name / recipe.ship / "best", runs / recipe.name / "shipped" / recipe.name
+    if not (source / "config.json").is_file():
+        raise FileNotFoundError(f"{source} holds no selected rule: run stage {recipe.ship!r} first")
+    dest.mkdir(parents=True, exist_ok=True)
+    config = json.loads((source / "config.json").read_text())
+    config["config"] = {**config["config"], **recipe.ship_config}
+    for file in source.iterdir():
+        if file.is_file() and file.name != "config.json":
+            shutil.copyfile(file, dest / file.name)
+    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return dest
+
+
 def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = False, only: list[str] | None = None,
         do_record: bool = False, evaluate: bool = False, device: str = "cpu", progress: bool = True) -> int:
     """Run (or resume, or with ``dry_run`` describe) the stages of ``recipe`` in order."""
@@ -154,9 +187,11 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
         print(f"  {summary(out)}")
         if do_record and not smoke:
             print(f"  record: {record(recipe, stage, out)}")
-    shipped = runs / recipe.name / recipe.ship / "best"
+    rule = runs / recipe.name / "shipped" / recipe.name
+    if evaluate and not dry_run and any("@ship" in item["args"] for item in recipe.evaluations):
+        rule = shipped(recipe, runs)
     for item in recipe.evaluations:
-        args = [str(shipped) if a == "@ship" else a for a in item["args"]]
+        args = [str(rule) if a == "@ship" else a for a in item["args"]]
         line = "python -m gnnopt.eval " + " ".join(args) + f" --out {recipe.root / item['dir']}"
         print(f"\nevaluation ({item.get('role', 'rule')}): {line}")
         if evaluate and not dry_run:

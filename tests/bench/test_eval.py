@@ -141,3 +141,28 @@ def test_tune_rule_lr_picks_the_multiplier_on_validation(tmp_path, monkeypatch):
     assert row["lr"] == max((1.0, 4.0), key=lambda k: row["tuning_val_acc"][str(k)])
     assert row["method"].endswith(f"(lr ×{row['lr']:g}, tuned)")
     assert seen == [1.0, 4.0, row["lr"], row["lr"]]  # two tuning runs (one seed), then two test seeds
+
+
+def test_rules_run_with_their_own_graph_every_and_may_be_told_the_length(tmp_path, monkeypatch):
+    """A rule runs as its checkpoint says (its ``graph_every``) unless ``--graph-every`` is
+    given, and ``--tell-length`` passes the run's length as ``total_steps``."""
+    torch.manual_seed(0)
+    create("ff", graph_every=3).save_pretrained(tmp_path / "rule")
+    seen = []
+    from gnnopt import optimizer as opt_module
+
+    original = opt_module.GNNOptimizer.__init__
+
+    def spy(self, params, rule, **kwargs):
+        original(self, params, rule, **kwargs)
+        seen.append((self.graph_every, self.total_steps))
+
+    monkeypatch.setattr(opt_module.GNNOptimizer, "__init__", spy)
+    common = ["--task", "fmnist17", "--rule", str(tmp_path / "rule"), "--steps", "4", "--seeds", "101",
+              "--record-every", "4", "--embedded"]
+    assert eval_main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert eval_main([*common, "--graph-every", "1", "--tell-length", "--out", str(tmp_path / "b")]) == 0
+    assert seen == [(3, None), (1, 4)]
+    rows = [json.loads((tmp_path / d / "results.json").read_text())["rows"][0] for d in "ab"]
+    assert rows[0]["method"] == "rule"
+    assert rows[1]["method"] == "rule (graph every 1) (total_steps 4)" and rows[1]["total_steps"] == 4

@@ -13,7 +13,7 @@ from gnnopt.training.__main__ import build_parser
 from gnnopt.training.__main__ import main as training_main
 from gnnopt.training.card import write_card
 from gnnopt.training.export import main as export_main
-from gnnopt.training.recipe import Recipe
+from gnnopt.training.recipe import Recipe, shipped
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = "pna-fmnist17"
@@ -60,7 +60,9 @@ def test_card_is_regenerated_exactly_from_the_recipe(at_root, tmp_path):
     shutil.copytree(ROOT / "pretrained" / SHIPPED, tmp_path / SHIPPED)
     card = write_card(Recipe.load(SHIPPED), tmp_path)
     assert card.read_text() == (ROOT / "pretrained" / SHIPPED / "README.md").read_text()
-    assert "+2.19 points against adam (lr 0.01)" in card.read_text()
+    text = card.read_text()
+    assert "## Across networks" in text and "(summary.png)" in text
+    assert (tmp_path / SHIPPED / "summary.png").read_bytes() == (ROOT / "pretrained" / SHIPPED / "summary.png").read_bytes()
 
 
 def test_export_alias_needs_the_new_arguments(at_root, capsys):
@@ -108,8 +110,31 @@ def test_card_ship_copies_the_selected_weights_first(at_root, tmp_path):
                           "--dest", str(tmp_path / "out")]) == 0
     shipped = tmp_path / "out" / SHIPPED
     assert (shipped / "model.safetensors").read_bytes() == (best / "model.safetensors").read_bytes()
+    config = json.loads((shipped / "config.json").read_text())["config"]
+    assert recipe.ship_config and config == {**config, **recipe.ship_config}
     assert (shipped / "README.md").read_text() == (ROOT / "pretrained" / SHIPPED / "README.md").read_text()
     shutil.rmtree(best)
     assert training_main(["card", SHIPPED, "--ship", "--runs", str(tmp_path / "runs"),
                           "--dest", str(tmp_path / "other")]) == 2  # nothing to ship: nothing written
     assert not (tmp_path / "other").exists()
+
+
+def test_ship_config_sets_the_update_form_on_the_selected_weights(at_root, tmp_path):
+    """``ship_config`` changes the shipped rule's configuration, not its weights, and may set
+    only options that change no weight."""
+    recipe = Recipe.load(SHIPPED, tmp_path)
+    best = tmp_path / SHIPPED / recipe.ship / "best"
+    shutil.copytree(ROOT / "pretrained" / SHIPPED, best)
+    raw = json.loads((best / "config.json").read_text())
+    raw["config"] = {k: v for k, v in raw["config"].items() if k not in recipe.ship_config}  # as trained
+    (best / "config.json").write_text(json.dumps(raw))
+    out = shipped(recipe, tmp_path)
+    assert out == tmp_path / SHIPPED / "shipped" / SHIPPED  # evaluations label it by the checkpoint's name
+    assert json.loads((out / "config.json").read_text())["config"] == {**raw["config"], **recipe.ship_config}
+    assert (out / "model.safetensors").read_bytes() == (best / "model.safetensors").read_bytes()
+    bad = json.loads((ROOT / "recipes" / SHIPPED / "recipe.json").read_text())
+    bad["ship_config"] = {"hidden": 32}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "recipe.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="ship_config may set only"):
+        Recipe.load(tmp_path / "bad")

@@ -463,6 +463,11 @@ def test_init_fine_tunes_a_saved_rule_and_options_must_match(tmp_path, data):
     clash = TrainConfig(**{**tune.to_dict(), "rule_config": {"hidden": 16}})
     with pytest.raises(ValueError, match="--init"):
         MetaTrainer(clash, tmp_path / "clash", data=data, progress=False)
+    # the update form changes no weight: a fine-tune may set it
+    form = TrainConfig(**{**tune.to_dict(), "rule_config": {"fan_in_power": 0.5, "graph_every": 5}})
+    reformed = MetaTrainer(form, tmp_path / "form", data=data, progress=False)
+    assert reformed.rule.config["fan_in_power"] == 0.5 and reformed.rule.config["hidden"] == 8
+    assert all(torch.equal(v, saved[k]) for k, v in _weights(reformed.rule).items())
 
 
 def test_train_only_meta_trains_the_named_modules_and_keeps_the_rest(tmp_path, data):
