@@ -97,7 +97,8 @@ _SHIPPED = "recipes/pna-fmnist17/evals"  # the shipped rule's evaluations (its r
 TUNING_FREE_COLUMNS: tuple[Column, ...] = (
     # evaluated before it was shipped, as runs/pna-fanin05: the same weights and configuration
     Column("`pna-fmnist17` (defaults)", tuple(
-        (f"{_SHIPPED}/{folder}", "pna-fanin05") for folder in ("shipped-1000", "shipped-w32", "shipped-d5", "shipped-w64")
+        (f"{_SHIPPED}/{folder}", "pna-fanin05")
+        for folder in ("shipped-1000", "shipped-w32", "shipped-d5", "shipped-w64")
     ), bold_if_beats="tuned Adam"),
     COLUMNS[-1],
     Column("Prodigy (defaults)", (("results/tuning-free", "prodigy"), ("results/tuning-free-rest", "prodigy"))),

@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.rule and not args.baseline:
         print("error: give at least one --rule or --baseline", file=sys.stderr)
         return 2
-    if args.steps < 1 or args.record_every < 1 or args.tune_seeds < 1 or (args.graph_every is not None and args.graph_every < 1):
+    bad_every = args.graph_every is not None and args.graph_every < 1
+    if args.steps < 1 or args.record_every < 1 or args.tune_seeds < 1 or bad_every:
         print("error: --steps, --record-every, --tune-seeds and --graph-every must be positive", file=sys.stderr)
         return 2
     keep_freed_memory()

@@ -107,15 +107,18 @@ def tune_lr(baseline: str, task: Task, data: Dataset, *, steps: int, seeds: Sequ
 
 def tune_rule_lr(rule, task: Task, data: Dataset, *, steps: int, seeds: Sequence[int],
                  grid: Sequence[float] = DEFAULT_RULE_LR_GRID, progress=None,
-                 store: RunStore | None = None, graph_every: int | None = None) -> tuple[float, dict[float, float]]:
+                 store: RunStore | None = None, graph_every: int | None = None,
+                 total_steps: int | None = None) -> tuple[float, dict[float, float]]:
     """The multiplier of a learned rule's update (``GNNOptimizer(lr=...)``) with the best
     mean *validation* accuracy after ``steps``: the same tuning Adam's learning rate gets.
-    The rule runs as it will be tested (``graph_every``)."""
+    The rule runs as it will be tested (``graph_every``, ``total_steps``)."""
     def make(lr: float) -> Callable[[nn.Module], torch.optim.Optimizer]:
-        return lambda m: GNNOptimizer(m.named_parameters(), rule, lr=lr, graph_every=graph_every)
+        return lambda m: GNNOptimizer(m.named_parameters(), rule, lr=lr, graph_every=graph_every,
+                                      total_steps=total_steps)
 
     every = _graph_every(rule, graph_every)
-    method = f"rule {rule_fingerprint(rule)}" + (f" graph_every {every}" if every > 1 else "")
+    method = f"rule {rule_fingerprint(rule)}" + (f" graph_every {every}" if every > 1 else "") + \
+        (f" total_steps {total_steps}" if total_steps is not None else "")
     return _tune(method, make, task, data, steps=steps, seeds=seeds, grid=list(grid), progress=progress,
                  store=store)
 
@@ -191,7 +194,8 @@ def compare(
                 with tqdm(total=len(rule_grid) * len(tuning), desc=f"{requested}: tuning {label} lr on val") as bar:
                     multiplier, scores = tune_rule_lr(rule, task, task_data, steps=steps, seeds=tuning,
                                                       grid=rule_grid, progress=bar, store=store,
-                                                      graph_every=graph_every)
+                                                      graph_every=graph_every,
+                                                      total_steps=steps if tell_length else None)
                 info = {"lr": multiplier, "tuning_val_acc": {str(k): v for k, v in scores.items()}}
                 label = f"{label} (lr ×{multiplier:g}, tuned)"
             identity = rule_fingerprint(rule) if store is not None else label

@@ -51,8 +51,9 @@ def summarize(results: dict[str, dict[str, Any]], roles: dict[str, str]) -> list
             for step, at in sorted(row.get("at", {}).items(), key=lambda kv: int(kv[0])):
                 change = 100 * (row["mean"] - at["mean"])
                 verb = "falls" if change < 0 else "rises"
-                lines.append(f"{row['task']}, {row['method']}: test accuracy {verb} from {100 * at['mean']:.2f}% after {step} steps "
-                             f"to {100 * row['mean']:.2f}% after {row['steps']} ({len(row['seeds'])} seeds).")
+                lines.append(f"{row['task']}, {row['method']}: test accuracy {verb} from {100 * at['mean']:.2f}% "
+                             f"after {step} steps to {100 * row['mean']:.2f}% after {row['steps']} "
+                             f"({len(row['seeds'])} seeds).")
     return lines or ["these evaluations hold no tuned baseline and no long-run figure for this rule."]
 
 

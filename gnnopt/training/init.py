@@ -15,7 +15,7 @@ def initial_rule(cfg: TrainConfig) -> UpdateRule:
 
     With ``cfg.init``, options missing from ``cfg.rule_config`` take the saved rule's values, so
     a fine-tune needs no repeat of them; an architecture option given explicitly must match the
-    saved rule, while the update form (``fan_in_power``, ``fan_in_ref``, ``graph_every``: they
+    saved rule, while the update form (:data:`~gnnopt.rules.base.UPDATE_FORM_DEFAULTS`: they
     change no weight) may differ: the run then trains the saved weights under the new form.
     """
     saved = load_rule(cfg.init) if cfg.init is not None else None
