@@ -102,7 +102,7 @@ class GNNOptimizer(torch.optim.Optimizer):
             raise TypeError(f"rule must be a gnnopt UpdateRule (e.g. gnnopt.rules.create('pna')), got {type(rule).__name__}")
         _check_options(lr, weight_decay)
         if graph_every is None:
-            graph_every = rule.config.get("graph_every", 1)
+            graph_every = rule.config["graph_every"]
         if isinstance(graph_every, bool) or not isinstance(graph_every, int) or graph_every < 1:
             raise ValueError(f"Invalid graph_every: {graph_every!r} (a positive integer is required)")
         self.graph_every = graph_every
@@ -273,7 +273,7 @@ class GNNOptimizer(torch.optim.Optimizer):
                 self.state[CONTEXT_KEY] = result.context.table
 
         horizon = self.state.get(HORIZON_STEP_KEY, 0)
-        anneal = anneal_factor(horizon, self.total_steps, self.rule.config.get("anneal_fraction", 0.2))
+        anneal = anneal_factor(horizon, self.total_steps, self.rule.config["anneal_fraction"])
         if self.total_steps is not None:
             self.state[HORIZON_STEP_KEY] = horizon + 1
         i = 0

@@ -439,3 +439,18 @@ def test_total_steps_anneals_the_update_over_the_last_fraction_and_resumes():
         GNNOptimizer(small_cnn(), rule, total_steps=0)
     with pytest.raises(ValueError, match="anneal_fraction"):
         create("ff", anneal_fraction=0.0)
+
+
+def test_a_rule_pickled_before_the_update_form_options_gets_their_defaults():
+    """Unpickling a rule whose config predates ``fan_in_power``/``graph_every``/... fills
+    them with the defaults, which leave its update as it was."""
+    import pickle
+
+    from gnnopt.rules import create
+    from gnnopt.rules.base import UPDATE_FORM_DEFAULTS
+
+    rule = create("ff")
+    rule.config = {k: v for k, v in rule.config.items() if k not in UPDATE_FORM_DEFAULTS}
+    restored = pickle.loads(pickle.dumps(rule))
+    assert restored.config == create("ff").config
+    GNNOptimizer(small_cnn(), restored).step()  # reads graph_every, fan_in_power, anneal_fraction

@@ -18,28 +18,22 @@ Validation split only (seed 101, 1,000 steps): nothing here reads the test set.
 """
 from __future__ import annotations
 
-import math
-
 import _probe
 import torch
 
 from gnnopt import GNNOptimizer
+from gnnopt.functional import fan_in_factors
 from gnnopt.rules import load_rule
 
 F_REF = 144
 
 
-def fan_in(name: str, shape: tuple[int, ...], layer_fan: int) -> int:
-    """In-features x kernel positions of a weight; a bias takes its layer's."""
-    return math.prod(shape[1:]) if len(shape) > 1 else layer_fan
-
-
 def groups(model: torch.nn.Module, alpha: float) -> list[dict]:
-    out, fan = [], 1
-    for name, p in model.named_parameters():
-        fan = fan_in(name, tuple(p.shape), fan)
-        out.append({"params": [(name, p)], "lr": (F_REF / fan) ** alpha})
-    return out
+    """One param group per tensor, its lr the fan-in factor (what ``fan_in_power`` now does
+    inside the rule: :func:`gnnopt.functional.fan_in_factors`)."""
+    named = list(model.named_parameters())
+    factors = fan_in_factors(tuple(tuple(p.shape) for _, p in named), alpha, F_REF)
+    return [{"params": [(name, p)], "lr": f} for (name, p), f in zip(named, factors)]
 
 
 def main() -> None:

@@ -203,7 +203,7 @@ def compare(
             every = _graph_every(rule, graph_every)
             if every > 1:
                 method, info = f"{method} graph_every {every}", {**info, "graph_every": every}
-            if every != rule.config.get("graph_every", 1):  # not as the rule is meant to run
+            if every != rule.config["graph_every"]:  # not as the rule is meant to run
                 label = f"{label} (graph every {every})"
             total = steps if tell_length else None
             if tell_length:
@@ -253,4 +253,4 @@ def compare(
 
 def _graph_every(rule, graph_every: int | None) -> int:
     """The graph interval a rule runs with: ``graph_every``, or the rule's default."""
-    return rule.config.get("graph_every", 1) if graph_every is None else graph_every
+    return rule.config["graph_every"] if graph_every is None else graph_every

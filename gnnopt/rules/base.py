@@ -122,6 +122,11 @@ class UpdateRule(nn.Module):
         json.dumps(merged)  # config must be JSON-able
         self.config: dict[str, Any] = merged
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # a rule pickled before an update-form option existed gets its default (no change)
+        self.config = {**UPDATE_FORM_DEFAULTS, **self.config}
+
     # -- the graph this rule expects -------------------------------------------------
     @property
     def graph_options(self) -> dict[str, int]:

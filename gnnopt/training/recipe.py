@@ -151,11 +151,16 @@ def record(recipe: Recipe, stage: Stage, out: Path) -> Path:
     return dest
 
 
+def shipped_dir(recipe: Recipe, runs: Path) -> Path:
+    """Where :func:`shipped` writes the shipped rule: ``RUNS/<name>/shipped/<name>`` (named like
+    the checkpoint, so evaluations label it so)."""
+    return runs / recipe.name / "shipped" / recipe.name
+
+
 def shipped(recipe: Recipe, runs: Path) -> Path:
-    """``RUNS/<name>/shipped/<name>``: the shipped stage's selected rule with ``ship_config`` set
-    in its ``config.json`` (written afresh from ``RUNS/<name>/<ship>/best`` each time; the folder
-    is named like the checkpoint, so evaluations label it so)."""
-    source, dest = runs / recipe.name / recipe.ship / "best", runs / recipe.name / "shipped" / recipe.name
+    """:func:`shipped_dir`, holding the shipped stage's selected rule with ``ship_config`` set in
+    its ``config.json`` (written afresh from ``RUNS/<name>/<ship>/best`` each time)."""
+    source, dest = runs / recipe.name / recipe.ship / "best", shipped_dir(recipe, runs)
     if not (source / "config.json").is_file():
         raise FileNotFoundError(f"{source} holds no selected rule: run stage {recipe.ship!r} first")
     dest.mkdir(parents=True, exist_ok=True)
@@ -187,7 +192,7 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
         print(f"  {summary(out)}")
         if do_record and not smoke:
             print(f"  record: {record(recipe, stage, out)}")
-    rule = runs / recipe.name / "shipped" / recipe.name
+    rule = shipped_dir(recipe, runs)
     if evaluate and not dry_run and any("@ship" in item["args"] for item in recipe.evaluations):
         rule = shipped(recipe, runs)
     for item in recipe.evaluations:
