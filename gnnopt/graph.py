@@ -56,6 +56,10 @@ class NeuralGraph:
         in_degree: ``[N]`` directed edges into each node (the number of messages it gets).
         edge_blocks: one ``(first edge, edges, first element, kh, kw)`` per layer; the
             ``kh * kw`` elements of each of its edges are consecutive.
+        node_blocks: one ``(first edge, first source node, sources, first target node,
+            targets)`` per layer: its edges join every source to every target, numbered
+            ``first edge + target * sources + source``, so any per-edge table of a layer is a
+            dense ``[targets, sources, ...]`` view (reductions over neighbours need no scatter).
         notes: layouts that are probably read wrong (a layer declared before the layer
             that feeds it), for the optimizer to warn about.
     """
@@ -79,6 +83,7 @@ class NeuralGraph:
     message_pairs: Tensor
     in_degree: Tensor
     edge_blocks: tuple[tuple[int, int, int, int, int], ...]
+    node_blocks: tuple[tuple[int, int, int, int, int], ...] = ()
     notes: tuple[str, ...] = ()
 
     @property
@@ -267,7 +272,7 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
     num_edges = sum(len(layer.out_nodes) * len(layer.in_nodes) for layer in layers)
     readout = torch.full((num_elements,), num_edges + num_nodes, dtype=torch.long)
 
-    src, dst, elem_index, elem_slot, blocks = [], [], [], [], []
+    src, dst, elem_index, elem_slot, blocks, node_blocks = [], [], [], [], [], []
     edge_base = 0
     for layer in layers:
         shape = shapes[layer.param]
@@ -287,6 +292,7 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
         elem_index.append(elems)
         readout[elems] = edges.repeat_interleave(kh * kw)
         blocks.append((edge_base, out_dim * in_dim, offsets[layer.param], kh, kw))
+        node_blocks.append((edge_base, layer.in_nodes.start, in_dim, layer.out_nodes.start, out_dim))
         edge_base += out_dim * in_dim
 
     node_elem_index, node_elem_node = [], []
@@ -321,6 +327,7 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
         message_pairs=message_pairs(edge_index, num_nodes),
         in_degree=torch.bincount(edge_index[1], minlength=num_nodes),
         edge_blocks=tuple(blocks),
+        node_blocks=tuple(node_blocks),
         notes=tuple(plan.notes),
     )
 

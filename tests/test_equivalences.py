@@ -55,12 +55,16 @@ def test_graph_without_layers_has_empty_edge_tables():
     assert graph.edge_linear(feats, torch.zeros(3, graph.kernel_positions * FEATURE_SIZE)).shape == (0, 3)
 
 
+@pytest.mark.parametrize("embed_dim", [5, 20], ids=["keeps-table", "projects"])
 @pytest.mark.parametrize("with_index", [True, False])
-def test_head_projects_before_gathering_and_chunks(monkeypatch, with_index):
+def test_head_projects_before_gathering_and_chunks(monkeypatch, with_index, embed_dim):
     torch.manual_seed(0)
-    head = Head(5, 16, 3).double()
+    head = Head(embed_dim, 16, 3).double()
+    # an embedding narrower than the head is kept as it is (smaller), a wider one projected
+    assert head.keeps_table == (embed_dim < 16)
     feats = torch.randn(50, FEATURE_SIZE, dtype=torch.float64)
-    table = torch.randn(9, 5, dtype=torch.float64)
+    table = torch.randn(9, embed_dim, dtype=torch.float64)
+    assert head.project(table).shape == (9, min(embed_dim, 16))
     index = torch.randint(0, 9, (50,))
     embedding = table[index]
     expected = head.net(torch.cat([embedding, feats], dim=1))
@@ -91,15 +95,17 @@ def _reference_pna_layer(layer, x, edge_attr, edge_index):
 @pytest.mark.parametrize("chunk_size", [8192, 7])
 @pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("bare_edge_index", [False, True])
-def test_pna_layer_matches_plain_formula(monkeypatch, chunk_size, grad, bare_edge_index):
+@pytest.mark.parametrize("widths", [(None, None), (3, 5)], ids=["paper", "lean"])
+def test_pna_layer_matches_plain_formula(monkeypatch, chunk_size, grad, bare_edge_index, widths):
     torch.manual_seed(0)
     graph = _graph(_mixed_kernels())
-    layer = PNALayer(8, 4).double()
+    layer = PNALayer(8, 4, *widths).double()
     x = torch.randn(graph.num_nodes, 8, dtype=torch.float64)
-    edge_attr = torch.randn(graph.num_edges, 8, dtype=torch.float64)
+    edge_attr = torch.randn(graph.num_edges, widths[0] or 8, dtype=torch.float64)
     expected = _reference_pna_layer(layer, x, edge_attr, graph.edge_index)
     expected_grads = torch.autograd.grad(sum(t.square().sum() for t in expected), list(layer.parameters()))
     monkeypatch.setattr(PNALayer, "chunk_size", chunk_size)
+    monkeypatch.setattr(PNALayer, "block_chunk_size", chunk_size)
     with torch.set_grad_enabled(grad):
         out = layer(x, edge_attr, graph.edge_index if bare_edge_index else graph)
     for got, want in zip(out, expected):

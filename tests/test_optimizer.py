@@ -105,6 +105,34 @@ def test_invalid_options_raise():
         create("pna", hiden=3)
     with pytest.raises(ValueError, match="Invalid hidden"):
         create("ff", hidden=0)
+    with pytest.raises(ValueError, match="Invalid edge_hidden"):
+        create("pna", edge_hidden=0)
+
+
+def test_lean_pna_steps_and_round_trips(tmp_path):
+    """Narrow edges, messages and head: a rule of its own weights, trained and loaded alike;
+    the paper configuration keeps the weights it always had (no node readout)."""
+    assert "node_readout.weight" not in create("pna").state_dict()
+    torch.manual_seed(0)
+    rule = create("pna", hidden=16, layers=2, edge_hidden=4, message_hidden=6, head_hidden=8)
+    assert rule.head.keeps_table and rule.layers[0].edge_norm.normalized_shape == (4,)
+    model = small_cnn()
+    opt = GNNOptimizer(model, make_sign_descent(rule), graph_every=2)
+    x, y = small_batch()
+    losses = []
+    for _ in range(4):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert opt.state["graph_context"].shape[1] == 4  # the kept context is the 4-wide table
+    rule.save_pretrained(tmp_path)
+    again = type(rule).from_pretrained(tmp_path)
+    assert again.config == rule.config
+    for key, value in rule.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value)
 
 
 def test_add_param_group_rebuilds_graph(rule_name):

@@ -284,21 +284,29 @@ class Head(nn.Module):
         return _joined(out, feats)
 
     def project(self, table: Tensor | None) -> Tensor | None:
-        """The first layer's share of an embedding table, ``W_emb table + b``: what the head
-        reads of the graph (``None`` without an embedding).
+        """What the head reads of the graph (``None`` without an embedding): the first
+        layer's share of an embedding table, ``W_emb table + b``, computed once per distinct
+        row; or, when the embedding is narrower than the head (a lean rule), the table itself,
+        which :meth:`apply` projects per element: the smaller of the two to keep.
 
-        Shapes: table ``[R, E]`` -> ``[R, hidden]``.
+        Shapes: table ``[R, E]`` -> ``[R, hidden]``, or ``[R, E]`` when ``E < hidden``.
         """
-        if table is None:
-            return None
+        if table is None or self.keeps_table:
+            return table
         first = self.net[0]
-        return F.linear(table, first.weight[:, : self.embed_dim], first.bias)  # once per distinct row
+        return F.linear(table, first.weight[:, : self.embed_dim], first.bias)
+
+    @property
+    def keeps_table(self) -> bool:
+        """Whether :meth:`project` keeps the embedding table as it is (``E < hidden``)."""
+        return 0 < self.embed_dim < self.net[0].out_features
 
     def apply(self, feats: Tensor, projected: Tensor | None = None, index: Tensor | None = None) -> Tensor:
         """The head on each element's own features and its row ``index[i]`` of a
         :meth:`project`-ed table (or the bias alone without one).
 
-        Shapes: feats ``[P, F]``; projected ``[R, hidden]``; index ``[P]`` -> ``[P, 2]``.
+        Shapes: feats ``[P, F]``; projected ``[R, hidden]`` (or ``[R, E]``, see
+        :meth:`project`); index ``[P]`` -> ``[P, 2]``.
         """
         first, rest = self.net[0], self.net[1:]
         own_weight = first.weight[:, self.embed_dim:]
@@ -307,6 +315,9 @@ class Head(nn.Module):
             rows = slice(start, start + self.chunk_size)
             if projected is None:
                 hidden = F.linear(feats[rows], own_weight, first.bias)
+            elif self.keeps_table:
+                hidden = torch.cat([projected.index_select(0, index[rows]), feats[rows]], dim=1)
+                hidden = F.linear(hidden, first.weight, first.bias)
             else:
                 hidden = projected.index_select(0, index[rows]).addmm_(feats[rows], own_weight.t())
             out.append(rest(hidden))

@@ -13,6 +13,7 @@ embedding concatenated with its own features.
 """
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -39,15 +40,22 @@ class PNALayer(MessagePassing):
     Per-edge work runs over chunks of :attr:`chunk_size` edges, both directions at once,
     so that its temporaries stay small and cache-resident; only the outputs are full size.
 
+    Nodes are ``hidden`` wide; edges ``edge_hidden`` and messages ``message_hidden`` wide
+    (both ``hidden`` by default, as in the paper): the per-edge widths set what the layer
+    costs per weight connection, which is most of it on an MLP or a Transformer.
+
     Shapes:
-        x: ``[N, H]``; edge_attr: ``[E, H]``; graph: the :class:`NeuralGraph` (or its
-        ``edge_index``, ``[2, 2E]``) -> (``[N, H]``, ``[E, H]``).
+        x: ``[N, H]``; edge_attr: ``[E, D]``; graph: the :class:`NeuralGraph` (or its
+        ``edge_index``, ``[2, 2E]``) -> (``[N, H]``, ``[E, D]``).
     """
 
     #: edges per chunk of the per-edge computations (a ``[chunk, 64]`` float32 is 2 MiB)
     chunk_size: ClassVar[int] = 8192
+    #: edges per chunk on a graph of dense layer blocks (``[chunk, 64]`` is 16 MiB)
+    block_chunk_size: ClassVar[int] = 65536
 
-    def __init__(self, hidden: int, reference_degree: int) -> None:
+    def __init__(self, hidden: int, reference_degree: int, edge_hidden: int | None = None,
+                 message_hidden: int | None = None) -> None:
         # The degree normaliser is a buffer (saved in the checkpoint), not a function of
         # the layout the rule runs on, so a rule transfers across widths unchanged.
         deg = torch.zeros(reference_degree + 1, dtype=torch.long)
@@ -55,20 +63,58 @@ class PNALayer(MessagePassing):
         # torch_geometric's module defines the aggregation (and holds the degree buffer);
         # aggregate() computes the same function in fewer ops (._aggr.pna_aggregate)
         super().__init__(aggr=DegreeScalerAggregation(AGGREGATORS, SCALERS, deg=deg), node_dim=0)
-        self.msg_target = nn.Linear(hidden, hidden)
-        self.msg_source = nn.Linear(hidden, hidden, bias=False)
-        self.msg_out = nn.Linear(hidden, hidden)
-        self.film = nn.Linear(hidden, 2 * hidden)
-        self.node_update = mlp(hidden * (1 + len(AGGREGATORS) * len(SCALERS)), hidden, hidden, 2)
-        self.edge_source = nn.Linear(hidden, hidden)
-        self.edge_self = nn.Linear(hidden, hidden, bias=False)
-        self.edge_target = nn.Linear(hidden, hidden, bias=False)
-        self.edge_out = nn.Linear(hidden, hidden)
+        edge = edge_hidden or hidden  # per-edge widths: what a step costs per weight connection
+        message = message_hidden or hidden
+        self.msg_target = nn.Linear(hidden, message)
+        self.msg_source = nn.Linear(hidden, message, bias=False)
+        self.msg_out = nn.Linear(message, message)
+        self.film = nn.Linear(edge, 2 * message)
+        self.node_update = mlp(hidden + len(AGGREGATORS) * len(SCALERS) * message, hidden, hidden, 2)
+        self.edge_source = nn.Linear(hidden, edge)
+        self.edge_self = nn.Linear(edge, edge, bias=False)
+        self.edge_target = nn.Linear(hidden, edge, bias=False)
+        self.edge_out = nn.Linear(edge, edge)
         self.node_norm = nn.LayerNorm(hidden)
-        self.edge_norm = nn.LayerNorm(hidden)
+        self.edge_norm = nn.LayerNorm(edge)
         self.act = nn.SiLU()
 
     def forward(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(graph, NeuralGraph) and (graph.node_blocks or not graph.num_edges):
+            return self._forward_blocks(x, edge_attr, graph)
+        return self._forward_edges(x, edge_attr, graph)
+
+    def _forward_blocks(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph) -> tuple[Tensor, Tensor]:
+        """The layer on a graph of dense layer blocks (:attr:`NeuralGraph.node_blocks`): each
+        block's messages are a ``[targets, sources, M]`` broadcast of per-node projections,
+        reduced over neighbours in place of a scatter, a chunk of target rows at a time, so
+        that no per-message table of the whole graph is ever held."""
+        msg_target, msg_source = self.msg_target(x), self.msg_source(x)
+        partials: list[tuple[int, Tensor]] = []  # (first node, [rows, 4, M] sum/sum sq/min/max)
+        for rows, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
+            scale, shift = self.film(block).chunk(2, dim=-1)  # [chunk targets, sources, M]
+            forward = msg_target[targets].unsqueeze(1) + msg_source[sources].unsqueeze(0)
+            reverse = msg_source[targets].unsqueeze(1) + msg_target[sources].unsqueeze(0)
+            forward = torch.addcmul(shift, self.msg_out(self.act(forward)), scale)
+            reverse = torch.addcmul(shift, self.msg_out(self.act(reverse)), scale)
+            partials.append((targets.start, _moments(forward, dim=1)))  # to each target, from its sources
+            partials.append((sources.start, _moments(reverse, dim=0)))  # to each source, from these targets
+        aggregated = _combine(partials, graph.in_degree, x.shape[0], x.new_empty(0, 4, msg_target.shape[1]),
+                              self.aggr_module.avg_deg_log)
+        x = self.node_norm(x + self.node_update(torch.cat([x, aggregated], dim=1)))
+        edge_source, edge_target = self.edge_source(x), self.edge_target(x)
+        new_edges = []
+        for rows, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
+            # phi_e's first layer, W_s v_i + W_e e_ij + W_t v_j + b, on the edge from source i to target j
+            update = edge_source[sources].unsqueeze(0) + edge_target[targets].unsqueeze(1) + F.linear(
+                block, self.edge_self.weight)
+            new_edges.append(self.edge_norm(self.edge_out(self.act(update)) + block).flatten(0, 1))
+        if not new_edges:
+            return x, edge_attr
+        return x, new_edges[0] if len(new_edges) == 1 else torch.cat(new_edges)
+
+    def _forward_edges(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor) -> tuple[Tensor, Tensor]:
+        """The layer on any edge list (a bare ``edge_index``): messages gathered per edge and
+        scattered to their targets."""
         if isinstance(graph, Tensor):
             edge_index, pairs = graph, message_pairs(graph, x.shape[0])
             degree = torch.bincount(graph[1], minlength=x.shape[0])
@@ -86,7 +132,7 @@ class PNALayer(MessagePassing):
             # FiLM (Perez et al. 2018): an edge and its reverse share e_ij, so one
             # projection of the edge conditions both of its messages
             scale, shift = self.film(edge_attr[rows]).chunk(2, dim=1)
-            chunks.append(torch.addcmul(shift, hidden.view(2, *scale.shape), scale))
+            chunks.append(torch.addcmul(shift, hidden.view(2, *scale.shape), scale))  # [2, chunk, M]
         if len(chunks) == 1:
             messages = chunks[0].flatten(0, 1)
         else:  # forward edges first, then reverse ones
@@ -117,6 +163,45 @@ class PNALayer(MessagePassing):
         return pna_aggregate(inputs, index, degree, self.aggr_module.avg_deg_log)
 
 
+def _block_chunks(graph: NeuralGraph, edge_attr: Tensor, size: int):
+    """``(edge rows, target nodes, source nodes, edge_attr rows as [targets, sources, D])`` for
+    chunks of about ``size`` edges: whole target rows of one layer block at a time, in edge order."""
+    for first, source_start, sources, target_start, targets in graph.node_blocks:
+        step = max(1, size // max(sources, 1))
+        for t in range(0, targets, step):
+            count = min(step, targets - t)
+            rows = slice(first + t * sources, first + (t + count) * sources)
+            yield (rows, slice(target_start + t, target_start + t + count),
+                   slice(source_start, source_start + sources), edge_attr[rows].view(count, sources, -1))
+
+
+def _moments(messages: Tensor, dim: int) -> Tensor:
+    """Sum, sum of squares, min and max over ``dim`` of a ``[a, b, M]`` block: ``[rows, 4, M]``."""
+    return torch.stack([messages.sum(dim), messages.square().sum(dim), messages.amin(dim), messages.amax(dim)], 1)
+
+
+def _combine(partials: list[tuple[int, Tensor]], degree: Tensor, num_nodes: int, empty: Tensor,
+             avg_deg_log: Tensor) -> Tensor:
+    """PNA's aggregation (:func:`._aggr.pna_aggregate`'s ``[N, 8M]`` layout) from per-block
+    partial moments, each ``(first node, [rows, 4, M])`` over consecutive nodes."""
+    moments = torch.cat([p for _, p in partials]) if partials else empty
+    index = torch.cat([torch.arange(start, start + p.shape[0], device=degree.device) for start, p in partials]) \
+        if partials else degree.new_zeros(0)
+    width = moments.shape[2]
+    zeros = moments.new_zeros(num_nodes, width)
+    count = degree.clamp_min(1).to(moments.dtype).unsqueeze(1)
+    mean = zeros.index_add(0, index, moments[:, 0]) / count
+    mean_sq = zeros.index_add(0, index, moments[:, 1]) / count
+    std = (mean_sq - mean * mean).clamp(min=1e-5).sqrt()
+    std = std.masked_fill(std <= math.sqrt(1e-5), 0.0)
+    expanded = index.unsqueeze(1).expand(-1, width)
+    low = zeros.scatter_reduce(0, expanded, moments[:, 2], "amin", include_self=False)
+    high = zeros.scatter_reduce(0, expanded, moments[:, 3], "amax", include_self=False)
+    out = torch.cat([mean, low, high, std], dim=1)
+    amplification = torch.log(degree.to(out.dtype) + 1).unsqueeze(1) / avg_deg_log
+    return torch.cat([out, out * amplification], dim=1)
+
+
 def _chunks(total: int, size: int) -> list[slice]:
     """Consecutive slices of at most ``size`` covering ``range(total)`` (one, even if empty)."""
     return [slice(start, min(start + size, total)) for start in range(0, total, size)] or [slice(0, 0)]
@@ -140,10 +225,10 @@ def _pair_sum(table: Tensor, pairs: Tensor) -> Tensor:
 class GraphEncoder(nn.Module):
     """Embeds node features (attached elements + roles) and edge features (kernels)."""
 
-    def __init__(self, node_in: int, edge_in: int, hidden: int) -> None:
+    def __init__(self, node_in: int, edge_in: int, hidden: int, edge_hidden: int | None = None) -> None:
         super().__init__()
         self.node = mlp(node_in, hidden, hidden, 2)
-        self.edge = mlp(edge_in, hidden, hidden, 2)
+        self.edge = mlp(edge_in, edge_hidden or hidden, edge_hidden or hidden, 2)
 
     def forward(self, feats: Tensor, graph: NeuralGraph) -> tuple[Tensor, Tensor]:
         roles = graph.node_roles.to(feats.dtype)
@@ -165,19 +250,32 @@ class PNARule(UpdateRule):
         "role_dim": 8,
         "reference_degree": 40,
         "update_scale": 0.01,
+        # widths of edge embeddings and of messages (None: ``hidden``, the paper's): a lean
+        # rule keeps them small, since per-edge work is what grows with the model
+        "edge_hidden": None,
+        "message_hidden": None,
     }
 
     def __init__(self, **config) -> None:
         super().__init__(**config)
-        hidden = self.config["hidden"]
-        self.encoder = GraphEncoder(self.node_input_size, self.edge_input_size, hidden)
+        for key in ("edge_hidden", "message_hidden"):
+            value = self.config[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"Invalid {key}: {value!r} (a positive integer or None is required)")
+        hidden, edge = self.config["hidden"], self.config["edge_hidden"] or self.config["hidden"]
+        self.encoder = GraphEncoder(self.node_input_size, self.edge_input_size, hidden, edge)
         self.layers = nn.ModuleList(
-            PNALayer(hidden, self.config["reference_degree"]) for _ in range(self.config["layers"])
+            PNALayer(hidden, self.config["reference_degree"], edge, self.config["message_hidden"])
+            for _ in range(self.config["layers"])
         )
-        self.head = Head(hidden, self.config["head_hidden"], self.config["head_layers"])
+        # elements read edge rows and node rows of one table: nodes are brought to the edge width
+        self.node_readout = nn.Linear(hidden, edge) if edge != hidden else None
+        self.head = Head(edge, self.config["head_hidden"], self.config["head_layers"])
 
     def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         nodes, edges = self.encoder(feats, graph)
         for layer in self.layers:
             nodes, edges = layer(nodes, edges, graph)
+        if self.node_readout is not None:
+            nodes = self.node_readout(nodes)
         return graph.readout_table(edges, nodes), None

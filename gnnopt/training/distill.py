@@ -1,0 +1,239 @@
+"""Distillation: a cheaper rule learns to write what a trained rule writes.
+
+Meta-training a graph rule from scratch is out of reach on two cores (``docs/EXPERIMENTS.md``,
+``pna-scratch-tbptt-200``); regressing a new architecture onto an existing rule's outputs is
+supervised learning, with no unrolled optimizee, and takes minutes. Two commands:
+
+    python -m gnnopt.training.distill collect --teacher pna-fmnist17 --tasks fmnist17,fmnist17-d1 --out runs/distill-data
+    python -m gnnopt.training.distill train --teacher pna-fmnist17 --data runs/distill-data \\
+        --rule pna --rule-config '{"edge_hidden": 8, "message_hidden": 16, "head_hidden": 16}' --out runs/pna-lean
+
+``collect`` trains each task's model with the teacher as it is used (``GNNOptimizer``, graph
+every ``K``) and keeps, for sampled windows of ``K`` steps, the optimizer's inputs at the
+window's graph step and at one step inside it (parameters, gradients and updated momenta).
+``train`` fits the student so that, reading its context from the graph step and its features
+from the later step, its update matches the teacher's on the same pair (the amortized step, as
+the student will be used), scored per tensor relative to the teacher's update size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from ..bench.data import BatchStream, Dataset, load_dataset
+from ..bench.tasks import get_task
+from ..features import BETAS, element_features, update_momenta
+from ..graph import build_neural_graph, infer_kinds
+from ..optimizer import GNNOptimizer
+from ..rules.base import UpdateRule
+
+
+#: the teacher's update multiplier on trajectory ``seed`` (cycled): states off its own path too
+LR_CYCLE = (1.0, 0.5, 2.0, 1.0, 0.7, 1.4)
+
+
+def _raw_inputs(optimizer: GNNOptimizer) -> Tensor:
+    """What the optimizer's next step reads: ``[2 + len(BETAS), P]`` = theta, grad, new momenta."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    theta = torch.cat([p.detach().reshape(-1).float() for p in params])
+    grad = torch.cat([p.grad.reshape(-1).float() for p in params])
+    old = torch.cat([optimizer.state[p]["momenta"].reshape(len(BETAS), -1) if optimizer.state[p]
+                     else torch.zeros(len(BETAS), p.numel()) for p in params], dim=1)
+    new = update_momenta(old, grad, torch.tensor(BETAS))
+    return torch.cat([theta[None], grad[None], new]).clone()
+
+
+def collect(teacher: UpdateRule, task_name: str, data: Dataset, *, steps: int, seed: int, lr: float, windows: int,
+            graph_every: int, out: Path) -> None:
+    """One trajectory of ``task_name`` under the teacher (update multiplier ``lr``);
+    ``windows`` windows of ``graph_every`` steps, drawn at random, saved to ``out``."""
+    task = get_task(task_name)
+    torch.manual_seed(seed)
+    model = task.build_model()
+    optimizer = GNNOptimizer(model, teacher, lr=lr, graph_every=graph_every)
+    stream = BatchStream(data.train, task.batch_size, torch.Generator().manual_seed(seed))
+    rng = random.Random(seed)
+    chosen = set(rng.sample(range(steps // graph_every), min(windows, steps // graph_every)))
+    offsets = {w: rng.randrange(graph_every) for w in chosen}
+    pairs, anchor = [], None
+    for step in range(steps):
+        x, y = stream.next()
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        window, offset = divmod(step, graph_every)
+        if window in chosen and offset == 0:
+            anchor = _raw_inputs(optimizer)
+        if window in chosen and offset == offsets[window]:
+            pairs.append({"step": step, "anchor": anchor, "later": _raw_inputs(optimizer)})
+        optimizer.step()
+    names = [n for n, _ in model.named_parameters()]
+    torch.save({"task": task_name, "seed": seed, "lr": lr, "graph_every": graph_every, "names": names,
+                "shapes": [tuple(p.shape) for p in model.parameters()], "kinds": infer_kinds(model),
+                "pairs": pairs}, out)
+
+
+def main_collect(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    teacher = UpdateRule.from_pretrained(args.teacher)
+    graph_every = args.graph_every or teacher.config["graph_every"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for task_name in args.tasks.split(","):
+        data = load_dataset(get_task(task_name).dataset, embedded=args.embedded)
+        for seed in range(1, args.trajectories + 1):
+            path = args.out / f"{task_name}-s{seed}.pt"
+            if path.exists():
+                continue
+            start = time.time()
+            partial = path.with_suffix(".partial")
+            collect(teacher, task_name, data, steps=args.steps, seed=seed, lr=LR_CYCLE[(seed - 1) % len(LR_CYCLE)],
+                    windows=args.windows, graph_every=graph_every, out=partial)
+            partial.rename(path)  # a file under its final name is complete
+            print(f"{path.name}: {time.time() - start:.0f} s", flush=True)
+
+
+class _Pairs:
+    """The collected pairs with the teacher's update on each (computed once, on load)."""
+
+    def __init__(self, files: list[Path], teacher: UpdateRule, student: UpdateRule) -> None:
+        self.items: list[dict[str, Any]] = []
+        scale = teacher.config["update_scale"]
+        for path in files:
+            blob = torch.load(path)
+            kinds = [blob["kinds"].get(n) for n in blob["names"]]
+            graphs = {options: build_neural_graph(blob["names"], blob["shapes"], kinds, **dict(options))
+                      for options in {tuple(sorted(r.graph_options.items())) for r in (teacher, student)}}
+            teacher_graph = graphs[tuple(sorted(teacher.graph_options.items()))]
+            student_graph = graphs[tuple(sorted(student.graph_options.items()))]
+            sizes = [math.prod(s) for s in blob["shapes"]]
+            for pair in blob["pairs"]:
+                with torch.no_grad():
+                    context, _ = teacher.context(_features(pair["anchor"]), teacher_graph)
+                    d, m = teacher.readout(_features(pair["later"]), context, teacher_graph).unbind(1)
+                target = d * scale * torch.exp(scale * m)
+                self.items.append({"task": blob["task"], "anchor": pair["anchor"], "later": pair["later"],
+                                   "target": target, "graph": student_graph, "sizes": sizes})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _features(raw: Tensor) -> Tensor:
+    return element_features(raw[0], raw[1], raw[2:])
+
+
+def relative_error(delta: Tensor, target: Tensor, sizes: list[int]) -> Tensor:
+    """Mean over tensors of ``mean((delta - target)^2) / mean(target^2)``: each tensor's update
+    counts alike whatever its size and scale."""
+    errors = [((a - b).pow(2).mean() / b.pow(2).mean().clamp_min(1e-20))
+              for a, b in zip(delta.split(sizes), target.split(sizes))]
+    return torch.stack(errors).mean()
+
+
+def student_update(student: UpdateRule, item: dict[str, Any]) -> Tensor:
+    """The student's update on a pair: context from the anchor, readout at the later step."""
+    graph = item["graph"]
+    context, _ = student.context(_features(item["anchor"]), graph)
+    d, m = student.readout(_features(item["later"]), context, graph).unbind(1)
+    scale = student.config["update_scale"]
+    return d * scale * torch.exp(scale * m)
+
+
+def evaluate_pairs(student: UpdateRule, pairs: _Pairs) -> dict[str, float]:
+    """Mean relative error per task."""
+    by_task: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for item in pairs.items:
+            error = relative_error(student_update(student, item), item["target"], item["sizes"])
+            by_task.setdefault(item["task"], []).append(error.item())
+    return {task: sum(v) / len(v) for task, v in by_task.items()}
+
+
+def main_train(args: argparse.Namespace) -> None:
+    from .. import rules
+    from ..rules.base import UPDATE_FORM_DEFAULTS
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    teacher = UpdateRule.from_pretrained(args.teacher)
+    form = {k: teacher.config[k] for k in UPDATE_FORM_DEFAULTS}
+    student = rules.create(args.rule, **{**form, **json.loads(args.rule_config)})
+    files = sorted(args.data.glob("*.pt"))
+    held = [f for f in files if f.stem.endswith(f"-s{args.held_out_seed}")]
+    train_files = [f for f in files if f not in held]
+    train, val = _Pairs(train_files, teacher, student), _Pairs(held, teacher, student)
+    print(f"{len(train)} training pairs, {len(val)} held out; student {sum(p.numel() for p in student.parameters()):,} "
+          f"weights", flush=True)
+    optimizer = torch.optim.Adam(student.parameters(), lr=args.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.05)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = open(args.out / "distill.jsonl", "a")
+    rng = random.Random(args.seed)
+    best, running, start = math.inf, 0.0, time.time()
+    for step in range(1, args.steps + 1):
+        item = train.items[rng.randrange(len(train))]
+        loss = relative_error(student_update(student, item), item["target"], item["sizes"])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        running += loss.item()
+        if step % args.eval_every == 0 or step == args.steps:
+            errors = evaluate_pairs(student, val)
+            mean = sum(errors.values()) / len(errors)
+            row = {"step": step, "train": running / args.eval_every, "held_out": mean, "by_task": errors,
+                   "seconds": round(time.time() - start)}
+            running = 0.0
+            print(json.dumps(row), flush=True)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            if mean < best:
+                best = mean
+                student.save_pretrained(args.out / "best", extra={
+                    "distillation": {"teacher": args.teacher, "data": str(args.data), "step": step,
+                                     "held_out_error": mean, "steps": args.steps, "lr": args.lr}})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    c = commands.add_parser("collect", help="save teacher trajectories' input pairs")
+    c.add_argument("--teacher", default="pna-fmnist17")
+    c.add_argument("--tasks", default="fmnist17,fmnist17-w8,fmnist17-d1,fmnist17-d2")
+    c.add_argument("--steps", type=int, default=1500)
+    c.add_argument("--trajectories", type=int, default=3)
+    c.add_argument("--windows", type=int, default=40)
+    c.add_argument("--graph-every", type=int, default=None)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--embedded", action="store_true", help="the small bundled data set (tests, smoke runs)")
+    c.add_argument("--out", type=Path, required=True)
+    t = commands.add_parser("train", help="fit a student rule to the teacher's updates")
+    t.add_argument("--teacher", default="pna-fmnist17")
+    t.add_argument("--data", type=Path, required=True)
+    t.add_argument("--rule", default="pna")
+    t.add_argument("--rule-config", default="{}")
+    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--eval-every", type=int, default=250)
+    t.add_argument("--held-out-seed", type=int, default=3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "collect":
+        main_collect(args)
+    else:
+        main_train(args)
+
+
+if __name__ == "__main__":
+    main()
