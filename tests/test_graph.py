@@ -117,21 +117,25 @@ def test_rule_built_for_task17_runs_on_cifar_layouts(rule_name):
 
 
 def test_graph_is_freed_with_its_optimizer():
+    """Issue "Cost that scales", criterion 5: the graph, its device copy and the kept context
+    (graph every K) go with the last optimizer that holds them."""
     import gc
     import weakref
 
     model = task17_cnn()
     rule = create("pna", hidden=8, layers=1)
-    opt = GNNOptimizer(model, rule)
+    opt = GNNOptimizer(model, rule, graph_every=2)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()  # makes the device copy too (the graph itself when it is already there)
     graph, device_graph = weakref.ref(opt.graph), weakref.ref(opt._device_graph)
+    context = weakref.ref(opt.state["graph_context"])
     twin = GNNOptimizer(task17_cnn(), rule)
     assert twin.graph is opt.graph  # shared while both live
     del opt
     gc.collect()
     assert graph() is not None  # the twin still holds it
+    assert context() is None  # the context was the optimizer's own
     del twin
     gc.collect()
     assert graph() is None and device_graph() is None

@@ -90,7 +90,7 @@ class PNALayer(MessagePassing):
         that no per-message table of the whole graph is ever held."""
         msg_target, msg_source = self.msg_target(x), self.msg_source(x)
         partials: list[tuple[int, Tensor]] = []  # (first node, [rows, 4, M] sum/sum sq/min/max)
-        for rows, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
+        for targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
             scale, shift = self.film(block).chunk(2, dim=-1)  # [chunk targets, sources, M]
             forward = msg_target[targets].unsqueeze(1) + msg_source[sources].unsqueeze(0)
             reverse = msg_source[targets].unsqueeze(1) + msg_target[sources].unsqueeze(0)
@@ -103,7 +103,7 @@ class PNALayer(MessagePassing):
         x = self.node_norm(x + self.node_update(torch.cat([x, aggregated], dim=1)))
         edge_source, edge_target = self.edge_source(x), self.edge_target(x)
         new_edges = []
-        for rows, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
+        for targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
             # phi_e's first layer, W_s v_i + W_e e_ij + W_t v_j + b, on the edge from source i to target j
             update = edge_source[sources].unsqueeze(0) + edge_target[targets].unsqueeze(1) + F.linear(
                 block, self.edge_self.weight)
@@ -164,14 +164,14 @@ class PNALayer(MessagePassing):
 
 
 def _block_chunks(graph: NeuralGraph, edge_attr: Tensor, size: int):
-    """``(edge rows, target nodes, source nodes, edge_attr rows as [targets, sources, D])`` for
-    chunks of about ``size`` edges: whole target rows of one layer block at a time, in edge order."""
+    """``(target nodes, source nodes, edge_attr rows as [targets, sources, D])`` for chunks of
+    about ``size`` edges: whole target rows of one layer block at a time, in edge order."""
     for first, source_start, sources, target_start, targets in graph.node_blocks:
         step = max(1, size // max(sources, 1))
         for t in range(0, targets, step):
             count = min(step, targets - t)
             rows = slice(first + t * sources, first + (t + count) * sources)
-            yield (rows, slice(target_start + t, target_start + t + count),
+            yield (slice(target_start + t, target_start + t + count),
                    slice(source_start, source_start + sources), edge_attr[rows].view(count, sources, -1))
 
 

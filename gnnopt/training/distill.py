@@ -34,7 +34,8 @@ from ..bench.tasks import get_task
 from ..features import BETAS, element_features, update_momenta
 from ..graph import build_neural_graph, infer_kinds
 from ..optimizer import GNNOptimizer
-from ..rules.base import UpdateRule
+from ..rules import create
+from ..rules.base import UPDATE_FORM_DEFAULTS, UpdateRule
 
 
 #: the teacher's update multiplier on trajectory ``seed`` (cycled): states off its own path too
@@ -49,7 +50,7 @@ def _raw_inputs(optimizer: GNNOptimizer) -> Tensor:
     old = torch.cat([optimizer.state[p]["momenta"].reshape(len(BETAS), -1) if optimizer.state[p]
                      else torch.zeros(len(BETAS), p.numel()) for p in params], dim=1)
     new = update_momenta(old, grad, torch.tensor(BETAS))
-    return torch.cat([theta[None], grad[None], new]).clone()
+    return torch.cat([theta[None], grad[None], new])
 
 
 def collect(teacher: UpdateRule, task_name: str, data: Dataset, *, steps: int, seed: int, lr: float, windows: int,
@@ -158,14 +159,11 @@ def evaluate_pairs(student: UpdateRule, pairs: _Pairs) -> dict[str, float]:
 
 
 def main_train(args: argparse.Namespace) -> None:
-    from .. import rules
-    from ..rules.base import UPDATE_FORM_DEFAULTS
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     teacher = UpdateRule.from_pretrained(args.teacher)
     form = {k: teacher.config[k] for k in UPDATE_FORM_DEFAULTS}
-    student = rules.create(args.rule, **{**form, **json.loads(args.rule_config)})
+    student = create(args.rule, **{**form, **json.loads(args.rule_config)})
     files = sorted(args.data.glob("*.pt"))
     held = [f for f in files if f.stem.endswith(f"-s{args.held_out_seed}")]
     train_files = [f for f in files if f not in held]
@@ -175,7 +173,6 @@ def main_train(args: argparse.Namespace) -> None:
     optimizer = torch.optim.Adam(student.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.05)
     args.out.mkdir(parents=True, exist_ok=True)
-    log = open(args.out / "distill.jsonl", "a")
     rng = random.Random(args.seed)
     best, running, start = math.inf, 0.0, time.time()
     for step in range(1, args.steps + 1):
@@ -194,8 +191,8 @@ def main_train(args: argparse.Namespace) -> None:
                    "seconds": round(time.time() - start)}
             running = 0.0
             print(json.dumps(row), flush=True)
-            log.write(json.dumps(row) + "\n")
-            log.flush()
+            with open(args.out / "distill.jsonl", "a") as log:
+                log.write(json.dumps(row) + "\n")
             if mean < best:
                 best = mean
                 student.save_pretrained(args.out / "best", extra={

@@ -20,8 +20,12 @@ def test_collect_then_train_brings_the_student_to_the_teacher(tmp_path):
                   "--trajectories", "3", "--windows", "2", "--embedded", "--out", str(data)])
     blob = torch.load(data / "fmnist17-d1-s1.pt")
     assert blob["graph_every"] == 3 and len(blob["pairs"]) == 2
-    pair = blob["pairs"][0]
-    assert pair["step"] % 3 >= 0 and pair["anchor"].shape == pair["later"].shape == (7, 650)
+    windows = [pair["step"] // 3 for pair in blob["pairs"]]
+    assert windows == sorted(set(windows))  # one pair per sampled window, in order
+    for pair in blob["pairs"]:
+        assert pair["anchor"].shape == pair["later"].shape == (7, 650)  # theta, grad, 5 momenta
+        # the anchor is the window's graph step: the later inputs are the same ones only there
+        assert torch.equal(pair["anchor"], pair["later"]) == (pair["step"] % 3 == 0)
     assert not list(data.glob("*.partial"))
 
     out = tmp_path / "student"
