@@ -56,10 +56,14 @@ def element_features(theta: Tensor, grad: Tensor, momenta: Tensor) -> Tensor:
         theta, grad: ``[P]``; momenta: ``[len(BETAS), P]`` -> ``[P, FEATURE_SIZE]``.
     """
     # in chunks of elements, so that the temporaries of the preprocessing stay small
-    parts = [
-        preprocess(torch.stack([theta[rows], grad[rows], *momenta[:, rows]], dim=1))
-        for rows in (slice(start, start + _CHUNK) for start in range(0, theta.shape[0], _CHUNK))
-    ]
+    chunks = [slice(start, start + _CHUNK) for start in range(0, theta.shape[0], _CHUNK)]
+    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (theta, grad, momenta))
+    if not tracked:  # written into one table: the chunks are never held twice
+        out = theta.new_empty(theta.shape[0], FEATURE_SIZE)
+        for rows in chunks:
+            out[rows] = preprocess(torch.stack([theta[rows], grad[rows], *momenta[:, rows]], dim=1))
+        return out
+    parts = [preprocess(torch.stack([theta[rows], grad[rows], *momenta[:, rows]], dim=1)) for rows in chunks]
     if len(parts) == 1:
         return parts[0]
     return torch.cat(parts) if parts else theta.new_zeros(0, FEATURE_SIZE)

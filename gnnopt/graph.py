@@ -23,6 +23,7 @@ No dense ``N x N`` tensor is ever built.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import weakref
 from collections.abc import Sequence
@@ -41,6 +42,11 @@ class NeuralGraph:
     """Index tensors that turn flat per-element features into a graph and back.
 
     Elements are numbered by concatenating the flattened parameters in order.
+
+    The per-edge index tensors (``edge_index``, ``message_pairs``, ``edge_elem_index``,
+    ``edge_elem_slot``: 8 to 32 bytes per weight connection each) are built from the layer
+    blocks on first use and kept: a rule that reads the graph by blocks (``pna``) never builds
+    them.
 
     Shapes:
         edge_index: ``[2, 2E]`` (source, target); forward edges first, then reverse ones.
@@ -71,20 +77,45 @@ class NeuralGraph:
     num_elements: int
     kernel_positions: int
     fallback: tuple[str, ...]
-    edge_index: Tensor
     node_roles: Tensor
-    edge_elem_index: Tensor
-    edge_elem_slot: Tensor
     node_elem_index: Tensor
     node_elem_node: Tensor
     node_inv_count: Tensor
     readout_index: Tensor
     tensor_index: Tensor
-    message_pairs: Tensor
     in_degree: Tensor
     edge_blocks: tuple[tuple[int, int, int, int, int], ...]
-    node_blocks: tuple[tuple[int, int, int, int, int], ...] = ()
+    node_blocks: tuple[tuple[int, int, int, int, int], ...]
     notes: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def edge_index(self) -> Tensor:
+        forward = [torch.stack([torch.arange(sources, device=self.device).repeat(targets) + source_start,
+                                torch.arange(targets, device=self.device).repeat_interleave(sources) + target_start])
+                   for _, source_start, sources, target_start, targets in self.node_blocks]
+        forward = torch.cat(forward, dim=1) if forward else torch.zeros(2, 0, dtype=torch.long, device=self.device)
+        return torch.cat([forward, forward.flip(0)], dim=1)
+
+    @functools.cached_property
+    def message_pairs(self) -> Tensor:
+        return message_pairs(self.edge_index, self.num_nodes)
+
+    @functools.cached_property
+    def edge_elem_index(self) -> Tensor:
+        parts = [torch.arange(first, first + edges * kh * kw, device=self.device)
+                 for _, edges, first, kh, kw in self.edge_blocks]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=self.device)
+
+    @functools.cached_property
+    def edge_elem_slot(self) -> Tensor:
+        k = math.isqrt(self.kernel_positions)
+        parts = []
+        for first_edge, edges, _, kh, kw in self.edge_blocks:
+            rows = torch.arange(kh, device=self.device).repeat_interleave(kw) + (k - kh) // 2
+            cols = torch.arange(kw, device=self.device).repeat(kh) + (k - kw) // 2
+            ids = torch.arange(first_edge, first_edge + edges, device=self.device)
+            parts.append((ids.unsqueeze(1) * self.kernel_positions + rows * k + cols).reshape(-1))
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=self.device)
 
     @property
     def num_tensors(self) -> int:
@@ -92,7 +123,7 @@ class NeuralGraph:
 
     @property
     def device(self) -> torch.device:
-        return self.edge_index.device
+        return self.tensor_index.device
 
     def to(self, device: torch.device | str) -> NeuralGraph:
         """A copy with every index tensor on ``device`` (``self`` if already there, as
@@ -138,14 +169,23 @@ class NeuralGraph:
         """
         k = math.isqrt(self.kernel_positions)
         weight = weight.view(weight.shape[0], self.kernel_positions, feats.shape[1])
-        out = []
-        for _, edges, first_elem, kh, kw in self.edge_blocks:
+        # one output table written block by block (the blocks are consecutive edges)
+        out = feats.new_empty(self.num_edges, weight.shape[0]) if not torch.is_grad_enabled() else None
+        parts = []
+        for first_edge, edges, first_elem, kh, kw in self.edge_blocks:
             slots = _centred_slots(kh, kw, k)
             block = feats[first_elem: first_elem + edges * kh * kw].view(edges, -1)
-            out.append(F.linear(block, weight[:, slots].flatten(1), bias))
-        if not out:
+            if out is None:
+                parts.append(F.linear(block, weight[:, slots].flatten(1), bias))
+            elif bias is None:
+                torch.mm(block, weight[:, slots].flatten(1).t(), out=out[first_edge: first_edge + edges])
+            else:
+                torch.addmm(bias, block, weight[:, slots].flatten(1).t(), out=out[first_edge: first_edge + edges])
+        if out is not None:
+            return out
+        if not parts:
             return feats.new_zeros(0, weight.shape[0])
-        return torch.cat(out) if len(out) > 1 else out[0]
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def readout_table(self, edge_emb: Tensor, node_emb: Tensor) -> Tensor:
         """The table that :attr:`readout_index` indexes: edges, nodes, then a zero row.
@@ -272,27 +312,20 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
     num_edges = sum(len(layer.out_nodes) * len(layer.in_nodes) for layer in layers)
     readout = torch.full((num_elements,), num_edges + num_nodes, dtype=torch.long)
 
-    src, dst, elem_index, elem_slot, blocks, node_blocks = [], [], [], [], [], []
+    blocks, node_blocks = [], []
+    in_degree = torch.zeros(num_nodes, dtype=torch.long)
     edge_base = 0
     for layer in layers:
         shape = shapes[layer.param]
         out_dim, in_dim = shape[0], shape[1]
         kh, kw = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
         # edge e = edge_base + o * in_dim + j carries weight[o, j, :, :]
-        o = torch.arange(out_dim).repeat_interleave(in_dim)
-        j = torch.arange(in_dim).repeat(out_dim)
-        src.append(j + layer.in_nodes.start)
-        dst.append(o + layer.out_nodes.start)
-        edges = torch.arange(edge_base, edge_base + out_dim * in_dim)
-        rows = torch.arange(kh).repeat_interleave(kw) + (max_kernel_size - kh) // 2
-        cols = torch.arange(kw).repeat(kh) + (max_kernel_size - kw) // 2
-        slots = rows * max_kernel_size + cols  # [kh * kw], centred in the K x K grid
-        elem_slot.append((edges.unsqueeze(1) * K2 + slots).reshape(-1))
         elems = torch.arange(offsets[layer.param], offsets[layer.param + 1])
-        elem_index.append(elems)
-        readout[elems] = edges.repeat_interleave(kh * kw)
+        readout[elems] = torch.arange(edge_base, edge_base + out_dim * in_dim).repeat_interleave(kh * kw)
         blocks.append((edge_base, out_dim * in_dim, offsets[layer.param], kh, kw))
         node_blocks.append((edge_base, layer.in_nodes.start, in_dim, layer.out_nodes.start, out_dim))
+        in_degree[layer.out_nodes.start: layer.out_nodes.start + out_dim] += in_dim  # forward messages
+        in_degree[layer.in_nodes.start: layer.in_nodes.start + in_dim] += out_dim  # reverse ones
         edge_base += out_dim * in_dim
 
     node_elem_index, node_elem_node = [], []
@@ -305,8 +338,6 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
     node_elem_node_t = _cat(node_elem_node)
     count = torch.zeros(num_nodes).index_add_(0, node_elem_node_t, torch.ones(len(node_elem_node_t)))
 
-    forward = torch.stack([_cat(src), _cat(dst)])
-    edge_index = torch.cat([forward, forward.flip(0)], dim=1)
     return NeuralGraph(
         names=tuple(names),
         shapes=shapes,
@@ -315,17 +346,13 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
         num_elements=num_elements,
         kernel_positions=K2,
         fallback=tuple(names[i] for i in fallback),
-        edge_index=edge_index,
         node_roles=node_roles,
-        edge_elem_index=_cat(elem_index),
-        edge_elem_slot=_cat(elem_slot),
         node_elem_index=_cat(node_elem_index),
         node_elem_node=node_elem_node_t,
         node_inv_count=(1.0 / count.clamp_min(1.0)).unsqueeze(1),
         readout_index=readout,
         tensor_index=_tensor_index(sizes),
-        message_pairs=message_pairs(edge_index, num_nodes),
-        in_degree=torch.bincount(edge_index[1], minlength=num_nodes),
+        in_degree=in_degree,
         edge_blocks=tuple(blocks),
         node_blocks=tuple(node_blocks),
         notes=tuple(plan.notes),
@@ -344,11 +371,10 @@ def layout_graph(names: Sequence[str], shapes: Sequence[Sequence[int]], *, max_k
     empty = torch.zeros(0, dtype=torch.long)
     return NeuralGraph(
         names=tuple(names), shapes=shapes, num_nodes=0, num_edges=0, num_elements=sum(sizes),
-        kernel_positions=max_kernel_size * max_kernel_size, fallback=(), edge_index=empty.view(2, 0),
-        node_roles=torch.zeros(0, role_features(role_dim)), edge_elem_index=empty, edge_elem_slot=empty,
+        kernel_positions=max_kernel_size * max_kernel_size, fallback=(),
+        node_roles=torch.zeros(0, role_features(role_dim)),
         node_elem_index=empty, node_elem_node=empty, node_inv_count=torch.zeros(0, 1), readout_index=empty,
-        tensor_index=_tensor_index(sizes),
-        message_pairs=empty.view(0, 2), in_degree=empty, edge_blocks=(), notes=(),
+        tensor_index=_tensor_index(sizes), in_degree=empty, edge_blocks=(), node_blocks=(), notes=(),
     )
 
 

@@ -266,6 +266,8 @@ class GNNOptimizer(torch.optim.Optimizer):
         momenta = [self.state[p]["momenta"] for p in params]
         count, kept = self.state.get(GRAPH_STEP_KEY, 0), self.state.get(CONTEXT_KEY)
         reuse = Context(kept.to(device)) if kept is not None and count % self.graph_every else None
+        if reuse is None:  # the graph runs: the old context goes before the new one is built
+            self.state.pop(CONTEXT_KEY, None)
         result = learned_update(self.rule, graph, thetas, grads, momenta, rule_state, context=reuse)
         if self.graph_every > 1:
             self.state[GRAPH_STEP_KEY] = count + 1

@@ -46,6 +46,10 @@ def test_edge_linear_matches_linear_of_padded_table(model):
     bias = torch.randn(7, dtype=torch.float64)
     expected = F.linear(graph.edge_features(feats), weight, bias)
     torch.testing.assert_close(graph.edge_linear(feats, weight, bias), expected, **TOL)
+    with torch.no_grad():  # the optimizer's step: blocks written into one table
+        torch.testing.assert_close(graph.edge_linear(feats, weight, bias), expected, **TOL)
+        torch.testing.assert_close(graph.edge_linear(feats, weight), F.linear(graph.edge_features(feats), weight),
+                                   **TOL)
 
 
 def test_graph_without_layers_has_empty_edge_tables():
@@ -124,6 +128,8 @@ def test_element_features_chunks(monkeypatch):
     expected = preprocess(torch.cat([theta.unsqueeze(0), grad.unsqueeze(0), momenta]).t())
     monkeypatch.setattr(features, "_CHUNK", 5)
     assert torch.equal(element_features(theta, grad, momenta), expected)
+    with torch.no_grad():  # the optimizer's step: chunks written into one table
+        assert torch.equal(element_features(theta, grad, momenta), expected)
     assert element_features(theta[:0], grad[:0], momenta[:, :0]).shape == (0, FEATURE_SIZE)
 
 

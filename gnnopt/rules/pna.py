@@ -90,7 +90,7 @@ class PNALayer(MessagePassing):
         that no per-message table of the whole graph is ever held."""
         msg_target, msg_source = self.msg_target(x), self.msg_source(x)
         partials: list[tuple[int, Tensor]] = []  # (first node, [rows, 4, M] sum/sum sq/min/max)
-        for targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
+        for _, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
             scale, shift = self.film(block).chunk(2, dim=-1)  # [chunk targets, sources, M]
             forward = msg_target[targets].unsqueeze(1) + msg_source[sources].unsqueeze(0)
             reverse = msg_source[targets].unsqueeze(1) + msg_target[sources].unsqueeze(0)
@@ -102,15 +102,14 @@ class PNALayer(MessagePassing):
                               self.aggr_module.avg_deg_log)
         x = self.node_norm(x + self.node_update(torch.cat([x, aggregated], dim=1)))
         edge_source, edge_target = self.edge_source(x), self.edge_target(x)
-        new_edges = []
-        for targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
+        # written chunk by chunk into one table, so that the chunks are never held twice
+        new_edges = edge_attr.new_empty(edge_attr.shape)
+        for rows, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
             # phi_e's first layer, W_s v_i + W_e e_ij + W_t v_j + b, on the edge from source i to target j
             update = edge_source[sources].unsqueeze(0) + edge_target[targets].unsqueeze(1) + F.linear(
                 block, self.edge_self.weight)
-            new_edges.append(self.edge_norm(self.edge_out(self.act(update)) + block).flatten(0, 1))
-        if not new_edges:
-            return x, edge_attr
-        return x, new_edges[0] if len(new_edges) == 1 else torch.cat(new_edges)
+            new_edges[rows] = self.edge_norm(self.edge_out(self.act(update)) + block).flatten(0, 1)
+        return x, new_edges
 
     def _forward_edges(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor) -> tuple[Tensor, Tensor]:
         """The layer on any edge list (a bare ``edge_index``): messages gathered per edge and
@@ -164,14 +163,14 @@ class PNALayer(MessagePassing):
 
 
 def _block_chunks(graph: NeuralGraph, edge_attr: Tensor, size: int):
-    """``(target nodes, source nodes, edge_attr rows as [targets, sources, D])`` for chunks of
-    about ``size`` edges: whole target rows of one layer block at a time, in edge order."""
+    """``(edge rows, target nodes, source nodes, edge_attr rows as [targets, sources, D])`` for
+    chunks of about ``size`` edges: whole target rows of one layer block at a time, in edge order."""
     for first, source_start, sources, target_start, targets in graph.node_blocks:
         step = max(1, size // max(sources, 1))
         for t in range(0, targets, step):
             count = min(step, targets - t)
             rows = slice(first + t * sources, first + (t + count) * sources)
-            yield (slice(target_start + t, target_start + t + count),
+            yield (rows, slice(target_start + t, target_start + t + count),
                    slice(source_start, source_start + sources), edge_attr[rows].view(count, sources, -1))
 
 
