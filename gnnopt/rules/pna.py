@@ -79,7 +79,10 @@ class PNALayer(MessagePassing):
         self.act = nn.SiLU()
 
     def forward(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor) -> tuple[Tensor, Tensor]:
-        if isinstance(graph, NeuralGraph) and (graph.node_blocks or not graph.num_edges):
+        # by blocks, except a graph of one edge chunk under autograd (meta-training on task 17),
+        # whose backward is faster as a few per-edge ops (benchmarks/pna_layer_paths.py)
+        if isinstance(graph, NeuralGraph) and graph.node_blocks and not (
+                torch.is_grad_enabled() and graph.num_edges < self.chunk_size):
             return self._forward_blocks(x, edge_attr, graph)
         return self._forward_edges(x, edge_attr, graph)
 
@@ -102,14 +105,22 @@ class PNALayer(MessagePassing):
                               self.aggr_module.avg_deg_log)
         x = self.node_norm(x + self.node_update(torch.cat([x, aggregated], dim=1)))
         edge_source, edge_target = self.edge_source(x), self.edge_target(x)
-        # written chunk by chunk into one table, so that the chunks are never held twice
-        new_edges = edge_attr.new_empty(edge_attr.shape)
+        # without autograd, written chunk by chunk into one table (the chunks are never held
+        # twice); with it, joined at the end (slice assignment would slow the backward)
+        table = edge_attr.new_empty(edge_attr.shape) if not torch.is_grad_enabled() else None
+        chunks = []
         for rows, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
             # phi_e's first layer, W_s v_i + W_e e_ij + W_t v_j + b, on the edge from source i to target j
             update = edge_source[sources].unsqueeze(0) + edge_target[targets].unsqueeze(1) + F.linear(
                 block, self.edge_self.weight)
-            new_edges[rows] = self.edge_norm(self.edge_out(self.act(update)) + block).flatten(0, 1)
-        return x, new_edges
+            new = self.edge_norm(self.edge_out(self.act(update)) + block).flatten(0, 1)
+            if table is None:
+                chunks.append(new)
+            else:
+                table[rows] = new
+        if table is not None or not chunks:
+            return x, edge_attr if table is None else table
+        return x, chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     def _forward_edges(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor) -> tuple[Tensor, Tensor]:
         """The layer on any edge list (a bare ``edge_index``): messages gathered per edge and
