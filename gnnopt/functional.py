@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .features import BETAS, element_features, update_momenta
+from .features import BETAS, LazyFeatures, element_features, update_momenta
 from .graph import NeuralGraph
 from .rules.base import RuleState, UpdateRule
 
@@ -90,29 +90,54 @@ def learned_update(
             f"{len(grads)} grads and {len(momenta)} momenta"
         )
     keep = (lambda t: t) if second_order else (lambda t: t.detach())
+    # without autograd (an optimizer step) nothing is kept for a backward, so the step writes
+    # into fresh tables in place and never holds a whole feature table if the rule reads rows
+    lean = not second_order and not torch.is_grad_enabled()
     theta = torch.cat([keep(p).reshape(-1).float() for p in params])
     grad = torch.cat([keep(g).reshape(-1).float() for g in grads])
+    sizes = [p.numel() for p in params]
     # momenta are float32 like the features; cast any other (a state cast to a float64 or
     # float16 parameter's dtype), which would otherwise break or degrade the rule's matmuls
-    old = torch.cat([m.reshape(len(BETAS), -1).float() for m in momenta], dim=1)
-    betas = torch.tensor(BETAS, dtype=old.dtype, device=old.device)
-    new = update_momenta(old, grad, betas)
+    betas = torch.tensor(BETAS, dtype=torch.float32, device=grad.device)
+    if lean:  # each tensor's new momenta written straight into the joined table
+        new = grad.new_empty(len(BETAS), grad.shape[0])
+        for m, rows in zip(momenta, _spans(sizes)):
+            torch.addcmul(grad[rows].unsqueeze(0), betas.unsqueeze(1), m.reshape(len(BETAS), -1).float(),
+                          out=new[:, rows])
+    else:
+        old = torch.cat([m.reshape(len(BETAS), -1).float() for m in momenta], dim=1)
+        new = update_momenta(old, grad, betas)
 
-    feats = element_features(theta, grad, new)
+    if lean and rule.reads_features_by_rows:
+        feats = LazyFeatures(theta, grad, new)
+    else:
+        feats = element_features(theta, grad, new)
     if context is None:
         table, rule_state = rule.context(feats, graph, rule_state)
         context = Context(table)
     out = rule.readout(feats, context.table, graph)
+    del feats
     scale = rule.config["update_scale"]
     direction, magnitude = out.unbind(dim=1)
-    delta = direction * scale * torch.exp(scale * magnitude)
+    if lean:  # d * scale * exp(scale * m), in the rule's fresh output
+        delta = direction.mul_(scale).mul_(magnitude.mul_(scale).exp_())
+    else:
+        delta = direction * scale * torch.exp(scale * magnitude)
 
-    sizes = [p.numel() for p in params]
     factors = fan_in_factors(graph.shapes, rule.config["fan_in_power"], rule.config["fan_in_ref"])
-    updates = [d.view(p.shape) if f == 1.0 else d.view(p.shape) * f
+    scaled = (lambda d, f: d.mul_(f)) if lean else (lambda d, f: d * f)
+    updates = [d.view(p.shape) if f == 1.0 else scaled(d.view(p.shape), f)
                for d, p, f in zip(delta.split(sizes), params, factors)]
     new_momenta = [m.reshape(len(BETAS), *p.shape) for m, p in zip(new.split(sizes, dim=1), params)]
     return UpdateResult(updates, new_momenta, rule_state, context)
+
+
+def _spans(sizes: Sequence[int]) -> list[slice]:
+    """Consecutive slices of these lengths."""
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + size)
+    return [slice(a, b) for a, b in zip(starts, starts[1:])]
 
 
 def fan_in(shapes: Sequence[tuple[int, ...]]) -> tuple[int | None, ...]:

@@ -114,6 +114,13 @@ def test_pna_layer_matches_plain_formula(monkeypatch, chunk_size, grad, bare_edg
         out = layer(x, edge_attr, graph.edge_index if bare_edge_index else graph)
     for got, want in zip(out, expected):
         torch.testing.assert_close(got, want, **TOL)
+    if not grad and not bare_edge_index:  # an optimizer step may overwrite the old edges
+        copy = edge_attr.clone()
+        with torch.no_grad():
+            x_new, edges_new = layer(x, copy, graph, in_place=True)
+        torch.testing.assert_close(edges_new, expected[1], **TOL)
+        torch.testing.assert_close(x_new, expected[0], **TOL)
+        assert edges_new.data_ptr() == copy.data_ptr()  # written over the old table
     if grad:  # meta-training: the same gradient in every rule weight
         grads = torch.autograd.grad(sum(t.square().sum() for t in out), list(layer.parameters()))
         for got, want in zip(grads, expected_grads):
@@ -143,3 +150,33 @@ def test_graph_rules_step_a_model_without_layers(rule_name):
     before = model.weight.detach().clone()
     opt.step()
     assert torch.isfinite(model.weight).all() and not torch.equal(model.weight, before)
+
+
+@pytest.mark.parametrize("rule_name", ["pna", "ff", "lstm", "rt", "pna_lstm"])
+def test_lean_step_matches_the_tracked_update(monkeypatch, rule_name):
+    """Without autograd (an optimizer step) the update is computed in place, momenta go
+    straight into one table and a row-reading rule never gets the whole feature table; it is
+    the same update and the same momenta as with autograd on."""
+    from gnnopt.functional import init_momenta, learned_update
+
+    torch.manual_seed(0)
+    model = _mixed_kernels()
+    named = list(model.named_parameters())
+    rule = create(rule_name, **({"fan_in_power": 0.5} if rule_name == "pna" else {}))
+    graph = build_neural_graph([n for n, _ in named], [p.shape for _, p in named])
+    params = [p.detach() for _, p in named]
+    grads = [torch.randn_like(p) for p in params]
+    momenta = [init_momenta(p).normal_() for p in params]
+    monkeypatch.setattr(features, "_CHUNK", 7)
+    monkeypatch.setattr(Head, "chunk_size", 11)
+    seen = []
+    real_readout = type(rule).readout
+    monkeypatch.setattr(type(rule), "readout", lambda self, feats, *a: seen.append(type(feats).__name__)
+                        or real_readout(self, feats, *a))
+    with torch.enable_grad():  # the rule's weights require grad: the tracked path
+        tracked = learned_update(rule, graph, params, grads, momenta)
+    with torch.no_grad():
+        lean = learned_update(rule, graph, params, grads, momenta)
+    assert seen == ["Tensor", "LazyFeatures" if rule.reads_features_by_rows else "Tensor"]
+    for a, b in zip(lean.updates + lean.momenta, tracked.updates + tracked.momenta):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-9)

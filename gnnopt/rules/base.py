@@ -97,6 +97,10 @@ class UpdateRule(nn.Module):
     #: rule's backward is about as long as the rest of an inner step, as
     #: ``benchmarks/meta_train_throughput.py`` measures (pna: yes; ff, lstm, rt, pna_lstm: no)
     pipeline_backward: ClassVar[bool] = False
+    #: whether the rule reads its features only by rows (``feats[rows]``, ``feats.shape``, as
+    #: the graph encoder and the head do), so that an optimizer step may hand it a
+    #: :class:`~gnnopt.features.LazyFeatures` instead of the whole table (pna: yes)
+    reads_features_by_rows: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         super().__init__()

@@ -13,6 +13,7 @@ class FFRule(UpdateRule):
     default :meth:`~UpdateRule.embed` returns no table)."""
 
     name = "ff"
+    reads_features_by_rows = True
     reads_graph = False
     defaults = {"hidden": 64, "layers": 2, "update_scale": 0.01}
 

@@ -78,15 +78,19 @@ class PNALayer(MessagePassing):
         self.edge_norm = nn.LayerNorm(edge)
         self.act = nn.SiLU()
 
-    def forward(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor, *,
+                in_place: bool = False) -> tuple[Tensor, Tensor]:
+        """``in_place``: without autograd, the new edge embeddings may overwrite ``edge_attr``
+        (a caller that drops the old ones saves a table of ``E x D``)."""
         # by blocks, except a graph of one edge chunk under autograd (meta-training on task 17),
         # whose backward is faster as a few per-edge ops (benchmarks/pna_layer_paths.py)
         if isinstance(graph, NeuralGraph) and graph.node_blocks and not (
                 torch.is_grad_enabled() and graph.num_edges < self.chunk_size):
-            return self._forward_blocks(x, edge_attr, graph)
+            return self._forward_blocks(x, edge_attr, graph, in_place)
         return self._forward_edges(x, edge_attr, graph)
 
-    def _forward_blocks(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph) -> tuple[Tensor, Tensor]:
+    def _forward_blocks(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph,
+                        in_place: bool = False) -> tuple[Tensor, Tensor]:
         """The layer on a graph of dense layer blocks (:attr:`NeuralGraph.node_blocks`): each
         block's messages are a ``[targets, sources, M]`` broadcast of per-node projections,
         reduced over neighbours in place of a scatter, a chunk of target rows at a time, so
@@ -106,8 +110,11 @@ class PNALayer(MessagePassing):
         x = self.node_norm(x + self.node_update(torch.cat([x, aggregated], dim=1)))
         edge_source, edge_target = self.edge_source(x), self.edge_target(x)
         # without autograd, written chunk by chunk into one table (the chunks are never held
-        # twice); with it, joined at the end (slice assignment would slow the backward)
-        table = edge_attr.new_empty(edge_attr.shape) if not torch.is_grad_enabled() else None
+        # twice), or over the old one (each chunk reads only its own rows of it); with
+        # autograd, joined at the end (slice assignment would slow the backward)
+        table = None
+        if not torch.is_grad_enabled():
+            table = edge_attr if in_place else edge_attr.new_empty(edge_attr.shape)
         chunks = []
         for rows, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
             # phi_e's first layer, W_s v_i + W_e e_ij + W_t v_j + b, on the edge from source i to target j
@@ -251,6 +258,7 @@ class GraphEncoder(nn.Module):
 class PNARule(UpdateRule):
     name = "pna"
     pipeline_backward = True
+    reads_features_by_rows = True
     defaults = {
         "hidden": 64,
         "layers": 8,
@@ -285,7 +293,7 @@ class PNARule(UpdateRule):
     def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
         nodes, edges = self.encoder(feats, graph)
         for layer in self.layers:
-            nodes, edges = layer(nodes, edges, graph)
+            nodes, edges = layer(nodes, edges, graph, in_place=True)  # the old edges are not read again
         if self.node_readout is not None:
             nodes = self.node_readout(nodes)
         return graph.readout_table(edges, nodes), None

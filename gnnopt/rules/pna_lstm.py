@@ -23,6 +23,7 @@ from .pna import PNALayer
 
 class PNALSTMRule(UpdateRule):
     name = "pna_lstm"
+    reads_features_by_rows = True
     stateful = True
     defaults = {
         "hidden": 64,
@@ -63,7 +64,7 @@ class PNALSTMRule(UpdateRule):
         first = self.edge_encoder[0]  # reads only the occupied kernel positions of each edge
         edges = self.edge_encoder[1:](graph.edge_linear(feats, first.weight, first.bias))
         for layer in self.layers:
-            nodes, edges = layer(nodes, edges, graph)
+            nodes, edges = layer(nodes, edges, graph, in_place=True)  # the old edges are not read again
         h, c = self.cell(nodes, (h, c))
         src, dst = graph.edge_index[:, : graph.num_edges]
         edges = edges + self.edge_source(h).index_select(0, src) + self.edge_target(h).index_select(0, dst)

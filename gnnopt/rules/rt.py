@@ -70,6 +70,7 @@ class RelationalAttention(MessagePassing):
 
 class RTRule(UpdateRule):
     name = "rt"
+    reads_features_by_rows = True
     defaults = {
         "hidden": 32,
         "layers": 2,
