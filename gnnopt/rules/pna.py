@@ -247,12 +247,16 @@ class GraphEncoder(nn.Module):
         self.node = mlp(node_in, hidden, hidden, 2)
         self.edge = mlp(edge_in, edge_hidden or hidden, edge_hidden or hidden, 2)
 
-    def forward(self, feats: Tensor, graph: NeuralGraph) -> tuple[Tensor, Tensor]:
+    def forward(self, feats: Tensor, graph: NeuralGraph, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``out``: without autograd, an ``[E, D]`` table to write the edge embeddings into."""
         roles = graph.node_roles.to(feats.dtype)
         nodes = self.node(torch.cat([graph.node_features(feats), roles], dim=1))
         # the first layer reads only the occupied kernel positions of each edge
-        first = self.edge[0]
-        return nodes, self.edge[1:](graph.edge_linear(feats, first.weight, first.bias))
+        first, act, last = self.edge
+        hidden = act(graph.edge_linear(feats, first.weight, first.bias))
+        if out is None or torch.is_grad_enabled():
+            return nodes, last(hidden)
+        return nodes, torch.addmm(last.bias, hidden, last.weight.t(), out=out)
 
 
 class PNARule(UpdateRule):
@@ -291,9 +295,18 @@ class PNARule(UpdateRule):
         self.head = Head(edge, self.config["head_hidden"], self.config["head_layers"])
 
     def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
-        nodes, edges = self.encoder(feats, graph)
+        # without autograd the edges live in the first rows of the readout table from the start
+        # and every layer overwrites them, so the step holds one E x D table, not three
+        edges_first = not torch.is_grad_enabled() and graph.num_edges > 0
+        width = self.config["edge_hidden"] or self.config["hidden"]
+        table = feats.new_empty(graph.num_edges + graph.num_nodes + 1, width) if edges_first else None
+        nodes, edges = self.encoder(feats, graph, out=None if table is None else table[: graph.num_edges])
         for layer in self.layers:
             nodes, edges = layer(nodes, edges, graph, in_place=True)  # the old edges are not read again
         if self.node_readout is not None:
             nodes = self.node_readout(nodes)
-        return graph.readout_table(edges, nodes), None
+        if table is None or edges.data_ptr() != table.data_ptr():  # autograd, or a layer made a new table
+            return graph.readout_table(edges, nodes), None
+        table[graph.num_edges: -1] = nodes
+        table[-1] = 0.0
+        return table, None
