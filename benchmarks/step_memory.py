@@ -2,8 +2,9 @@
 
 Builds an MLP (784-W-W-10) and a ``GNNOptimizer`` on it, then takes a graph step and a step in
 between (``graph_every=2``), printing the process's resident memory above the start, in bytes
-per parameter, before and after each part: the momenta update, the feature table, the graph
-part's encoder and layers, the per-element readout. Run it with large blocks returned to the
+per parameter, before and after each part: the graph part's encoder and layers, and the
+per-element readout (what is there before the encoder is the graph, the momenta old and new,
+and the parameter and gradient copies). Run it with large blocks returned to the
 system, or freed memory stays counted:
 
     MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/step_memory.py --rule pna:edge_hidden=8+message_hidden=8+head_hidden=8+layers=4
@@ -18,7 +19,7 @@ import os
 import torch
 from torch import nn
 
-from gnnopt import GNNOptimizer, functional
+from gnnopt import GNNOptimizer
 from gnnopt.rules import base, create, pna
 
 
@@ -56,8 +57,6 @@ def main() -> None:
             return out
         setattr(owner, attr, wrapper)
 
-    traced(functional, "update_momenta", "momenta")
-    traced(functional, "element_features", "features")
     traced(pna.GraphEncoder, "forward", "encoder")
     traced(pna.PNALayer, "_forward_blocks", "a layer")
     traced(base.UpdateRule, "readout", "readout")

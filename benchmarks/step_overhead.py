@@ -10,12 +10,13 @@ side by side and interleaved so that machine noise hits all of them alike:
 
 and prints the median of each (after warm-up) as a Markdown table, then how the step time
 grows from the first model to the last. Besides the task CNNs, ``--tasks`` takes plain MLPs
-on flattened 28x28 inputs (``mlp-1m``, ``mlp-5m``, ``mlp-20m``: hidden widths giving about
-1M, 5M and 20M parameters) and a small Transformer encoder (``transformer-1m``, ``-5m``), where
+on flattened 28x28 inputs (``mlp-100k``, ``mlp-1m``, ``mlp-5m``, ``mlp-20m``: hidden widths
+giving about 0.1M, 1M, 5M and 20M parameters) and a small Transformer encoder (``transformer-1m``, ``-5m``), where
 a weight connection carries one number rather than a kernel. ``--graph-every 1,10`` times each
 rule with its graph part run every step and every 10 steps (``GNNOptimizer(graph_every=K)``;
-the average over K consecutive steps). ``--peak-memory`` adds the resident memory each step
-adds on the CPU (``ru_maxrss`` growth; run one rule per process for a clean figure). A rule
+the average over K consecutive steps). ``--peak-memory`` adds the resident memory each optimizer adds on the CPU, its graph
+included (``ru_maxrss`` growth beyond every earlier peak: run one rule per process, models in
+increasing size, and set ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed blocks leave the count). A rule
 may carry options, ``name:key=value+key=value`` (``pna:fan_in_power=0.5`` times the per-tensor
 fan-in factor of the update against ``pna`` without it).
 
@@ -56,7 +57,7 @@ def _timed(fn, device: torch.device) -> float:
 
 
 #: extra models: name -> (builder, input shape, classes)
-_MLP_WIDTHS = {"mlp-1m": (512, 512, 512), "mlp-5m": (2048, 2048), "mlp-20m": (4096, 4096)}
+_MLP_WIDTHS = {"mlp-100k": (128,), "mlp-1m": (512, 512, 512), "mlp-5m": (2048, 2048), "mlp-20m": (4096, 4096)}
 _TRANSFORMERS = {"transformer-1m": (128, 4), "transformer-5m": (256, 6)}  # width, layers
 
 
@@ -102,13 +103,16 @@ def measure(task_name: str, rules: list[str], args, device: torch.device) -> tup
         F.cross_entropy(model(x), y).backward()
 
     steps = {"fwd+bwd": (fwd_bwd, 1), "adam": (torch.optim.Adam(model.parameters(), lr=1e-3).step, 1)}
+    memory: dict[str, float] = {}
     for name in rules:
         for every in args.graph_every:
+            before = _rss_mib()
             with torch.no_grad(), _quiet():
                 opt = GNNOptimizer(model, _rule(name), graph_every=every)
-            steps[_key(name, every, args)] = (opt.step, every)
+            key = _key(name, every, args)
+            steps[key] = (opt.step, every)
+            memory[key] = _rss_mib() - before  # the graph it built
     times: dict[str, list[float]] = {key: [] for key in steps}
-    memory: dict[str, float] = {}
     keys = list(steps)
     for r in range(args.warmup + args.repeats):
         for key in keys[r % len(keys):] + keys[: r % len(keys)]:  # rotate the order
@@ -119,7 +123,7 @@ def measure(task_name: str, rules: list[str], args, device: torch.device) -> tup
                 if key != "fwd+bwd":
                     fwd_bwd()  # fresh gradients for the optimizer (not timed)
                 total += _timed(step, device)
-            memory[key] = max(memory.get(key, 0.0), _rss_mib() - before)
+            memory[key] = memory.get(key, 0.0) + _rss_mib() - before  # beyond every earlier peak
             if r >= args.warmup:
                 times[key].append(total / every)
     params = sum(p.numel() for p in model.parameters())
