@@ -101,9 +101,8 @@ def learned_update(
     betas = torch.tensor(BETAS, dtype=torch.float32, device=grad.device)
     if lean:  # each tensor's new momenta written straight into the joined table
         new = grad.new_empty(len(BETAS), grad.shape[0])
-        for m, rows in zip(momenta, _spans(sizes)):
-            torch.addcmul(grad[rows].unsqueeze(0), betas.unsqueeze(1), m.reshape(len(BETAS), -1).float(),
-                          out=new[:, rows])
+        for m, g, part in zip(momenta, grad.split(sizes), new.split(sizes, dim=1)):
+            torch.addcmul(g.unsqueeze(0), betas.unsqueeze(1), m.reshape(len(BETAS), -1).float(), out=part)
     else:
         old = torch.cat([m.reshape(len(BETAS), -1).float() for m in momenta], dim=1)
         new = update_momenta(old, grad, betas)
@@ -130,14 +129,6 @@ def learned_update(
                for d, p, f in zip(delta.split(sizes), params, factors)]
     new_momenta = [m.reshape(len(BETAS), *p.shape) for m, p in zip(new.split(sizes, dim=1), params)]
     return UpdateResult(updates, new_momenta, rule_state, context)
-
-
-def _spans(sizes: Sequence[int]) -> list[slice]:
-    """Consecutive slices of these lengths."""
-    starts = [0]
-    for size in sizes:
-        starts.append(starts[-1] + size)
-    return [slice(a, b) for a, b in zip(starts, starts[1:])]
 
 
 def fan_in(shapes: Sequence[tuple[int, ...]]) -> tuple[int | None, ...]:

@@ -187,12 +187,19 @@ class NeuralGraph:
             return feats.new_zeros(0, weight.shape[0])
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def readout_table(self, edge_emb: Tensor, node_emb: Tensor) -> Tensor:
+    def readout_table(self, edge_emb: Tensor, node_emb: Tensor, table: Tensor | None = None) -> Tensor:
         """The table that :attr:`readout_index` indexes: edges, nodes, then a zero row.
+
+        ``table``: an ``[E + N + 1, H]`` table whose first rows ``edge_emb`` may already be
+        (written there without autograd); the rest is then filled in, with no copy of the edges.
 
         Shapes:
             edge_emb: ``[E, H]``; node_emb: ``[N, H]`` -> ``[E + N + 1, H]``.
         """
+        if table is not None and edge_emb.data_ptr() == table.data_ptr() and not torch.is_grad_enabled():
+            table[self.num_edges: -1] = node_emb
+            table[-1] = 0.0
+            return table
         zero = node_emb.new_zeros(1, node_emb.shape[1])
         return torch.cat([edge_emb, node_emb, zero], dim=0)
 

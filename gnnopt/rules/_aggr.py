@@ -54,12 +54,23 @@ def pna_aggregate(x: Tensor, index: Tensor, degree: Tensor, avg_deg_log: Tensor)
         per node (``bincount(index)``); avg_deg_log: ``[1]`` -> ``[N, 8H]`` laid out
         ``[mean | min | max | std | the same four amplified]``.
     """
-    count = degree.clamp_min(1).to(x.dtype).unsqueeze(1)
-    mean = x.new_zeros(degree.shape[0], x.shape[1]).index_add_(0, index, x) / count
-    mean_sq = x.new_zeros(degree.shape[0], x.shape[1]).index_add_(0, index, x * x) / count
+    total = x.new_zeros(degree.shape[0], x.shape[1]).index_add_(0, index, x)
+    total_sq = x.new_zeros(degree.shape[0], x.shape[1]).index_add_(0, index, x * x)
+    low, high = _ScatterMinMax.apply(x, index, degree.shape[0])
+    return pna_from_moments(total, total_sq, low, high, degree, avg_deg_log)
+
+
+def pna_from_moments(total: Tensor, total_sq: Tensor, low: Tensor, high: Tensor, degree: Tensor,
+                     avg_deg_log: Tensor) -> Tensor:
+    """:func:`pna_aggregate` from each node's sum, sum of squares, min and max of its messages
+    (0 where it has none).
+
+    Shapes: total, total_sq, low, high: ``[N, H]``; degree: ``[N]`` -> ``[N, 8H]``.
+    """
+    count = degree.clamp_min(1).to(total.dtype).unsqueeze(1)
+    mean, mean_sq = total / count, total_sq / count
     std = (mean_sq - mean * mean).clamp(min=1e-5).sqrt()
     std = std.masked_fill(std <= math.sqrt(1e-5), 0.0)
-    low, high = _ScatterMinMax.apply(x, index, degree.shape[0])
     out = torch.cat([mean, low, high, std], dim=1)
-    amplification = torch.log(degree.to(x.dtype) + 1).unsqueeze(1) / avg_deg_log
+    amplification = torch.log(degree.to(total.dtype) + 1).unsqueeze(1) / avg_deg_log
     return torch.cat([out, out * amplification], dim=1)

@@ -13,7 +13,6 @@ embedding concatenated with its own features.
 """
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -23,7 +22,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.aggr import DegreeScalerAggregation
 
 from ..graph import NeuralGraph, message_pairs
-from ._aggr import pna_aggregate
+from ._aggr import pna_aggregate, pna_from_moments
 from .base import Head, RuleState, UpdateRule, mlp
 
 AGGREGATORS = ["mean", "min", "max", "std"]
@@ -204,19 +203,12 @@ def _combine(partials: list[tuple[int, Tensor]], degree: Tensor, num_nodes: int,
     moments = torch.cat([p for _, p in partials]) if partials else empty
     index = torch.cat([torch.arange(start, start + p.shape[0], device=degree.device) for start, p in partials]) \
         if partials else degree.new_zeros(0)
-    width = moments.shape[2]
-    zeros = moments.new_zeros(num_nodes, width)
-    count = degree.clamp_min(1).to(moments.dtype).unsqueeze(1)
-    mean = zeros.index_add(0, index, moments[:, 0]) / count
-    mean_sq = zeros.index_add(0, index, moments[:, 1]) / count
-    std = (mean_sq - mean * mean).clamp(min=1e-5).sqrt()
-    std = std.masked_fill(std <= math.sqrt(1e-5), 0.0)
-    expanded = index.unsqueeze(1).expand(-1, width)
-    low = zeros.scatter_reduce(0, expanded, moments[:, 2], "amin", include_self=False)
-    high = zeros.scatter_reduce(0, expanded, moments[:, 3], "amax", include_self=False)
-    out = torch.cat([mean, low, high, std], dim=1)
-    amplification = torch.log(degree.to(out.dtype) + 1).unsqueeze(1) / avg_deg_log
-    return torch.cat([out, out * amplification], dim=1)
+    zeros = moments.new_zeros(num_nodes, moments.shape[2])
+    expanded = index.unsqueeze(1).expand(-1, moments.shape[2])
+    return pna_from_moments(zeros.index_add(0, index, moments[:, 0]), zeros.index_add(0, index, moments[:, 1]),
+                            zeros.scatter_reduce(0, expanded, moments[:, 2], "amin", include_self=False),
+                            zeros.scatter_reduce(0, expanded, moments[:, 3], "amax", include_self=False),
+                            degree, avg_deg_log)
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -298,15 +290,10 @@ class PNARule(UpdateRule):
         # without autograd the edges live in the first rows of the readout table from the start
         # and every layer overwrites them, so the step holds one E x D table, not three
         edges_first = not torch.is_grad_enabled() and graph.num_edges > 0
-        width = self.config["edge_hidden"] or self.config["hidden"]
-        table = feats.new_empty(graph.num_edges + graph.num_nodes + 1, width) if edges_first else None
+        table = feats.new_empty(graph.num_edges + graph.num_nodes + 1, self.head.embed_dim) if edges_first else None
         nodes, edges = self.encoder(feats, graph, out=None if table is None else table[: graph.num_edges])
         for layer in self.layers:
             nodes, edges = layer(nodes, edges, graph, in_place=True)  # the old edges are not read again
         if self.node_readout is not None:
             nodes = self.node_readout(nodes)
-        if table is None or edges.data_ptr() != table.data_ptr():  # autograd, or a layer made a new table
-            return graph.readout_table(edges, nodes), None
-        table[graph.num_edges: -1] = nodes
-        table[-1] = 0.0
-        return table, None
+        return graph.readout_table(edges, nodes, table), None
