@@ -13,7 +13,10 @@ so every element is described by ``2 * (2 + len(BETAS))`` numbers (:data:`FEATUR
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -73,25 +76,55 @@ class LazyFeatures:
     """The ``[P, FEATURE_SIZE]`` table of :func:`element_features`, computed only for the rows
     asked for (``feats[rows]``, a slice or an index tensor) and never held whole: what a rule
     that reads its features by rows (``UpdateRule.reads_features_by_rows``) gets in an
-    optimizer step, where no gradient flows. It saves the table's 56 bytes per parameter.
+    optimizer step, where no gradient flows. It saves the table's 56 bytes per parameter, and
+    reads each parameter's own tensors (no joined copies of the parameters, gradients or
+    momenta).
 
     Shapes:
-        theta, grad: ``[P]``; momenta: ``[len(BETAS), P]``.
+        thetas, grads: one tensor per parameter, ``[*shape_t]``; momenta: ``[len(BETAS),
+        *shape_t]`` each; rows number the elements of the tensors laid end to end (``P``).
     """
 
-    def __init__(self, theta: Tensor, grad: Tensor, momenta: Tensor) -> None:
-        self.theta, self.grad, self.momenta = theta, grad, momenta
-        self.shape = torch.Size((theta.shape[0], FEATURE_SIZE))
-        self.dtype, self.device = theta.dtype, theta.device
+    def __init__(self, thetas: Sequence[Tensor], grads: Sequence[Tensor], momenta: Sequence[Tensor]) -> None:
+        self.parts = [(t.reshape(-1), g.reshape(-1), m.reshape(len(BETAS), -1))
+                      for t, g, m in zip(thetas, grads, momenta)]
+        sizes = [t.shape[0] for t, _, _ in self.parts]
+        self.offsets = [0, *itertools.accumulate(sizes)]
+        self.shape = torch.Size((self.offsets[-1], FEATURE_SIZE))
+        first = thetas[0] if thetas else torch.zeros(0)
+        self.dtype, self.device = torch.float32, first.device
+
+    def _part(self, i: int, rows: slice | Tensor) -> Tensor:
+        theta, grad, momenta = self.parts[i]
+        return element_features(theta[rows].float(), grad[rows].float(), momenta[:, rows].float())
 
     def __getitem__(self, rows: slice | Tensor) -> Tensor:
-        return element_features(self.theta[rows], self.grad[rows], self.momenta[:, rows])
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(self.shape[0])
+            if step != 1:
+                raise ValueError("LazyFeatures reads slices of consecutive rows only")
+            pieces = []
+            i = bisect.bisect_right(self.offsets, start) - 1
+            while start < stop and i < len(self.parts):
+                begin, end = start - self.offsets[i], min(stop, self.offsets[i + 1]) - self.offsets[i]
+                if end > begin:
+                    pieces.append(self._part(i, slice(begin, end)))
+                start, i = self.offsets[i] + max(begin, end), i + 1
+            if not pieces:
+                return self.new_zeros(0, FEATURE_SIZE)
+            return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        out = self.new_empty(rows.shape[0], FEATURE_SIZE)
+        owner = torch.searchsorted(torch.tensor(self.offsets[1:], device=rows.device), rows, right=True)
+        for i in owner.unique().tolist():
+            where = owner == i
+            out[where] = self._part(i, rows[where] - self.offsets[i])
+        return out
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def new_zeros(self, *size: int) -> Tensor:
-        return self.theta.new_zeros(*size)
+        return torch.zeros(*size, dtype=self.dtype, device=self.device)
 
     def new_empty(self, *size: int) -> Tensor:
-        return self.theta.new_empty(*size)
+        return torch.empty(*size, dtype=self.dtype, device=self.device)

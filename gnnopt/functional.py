@@ -67,6 +67,7 @@ def learned_update(
     *,
     second_order: bool = False,
     context: Context | None = None,
+    momenta_in_place: bool = False,
 ) -> UpdateResult:
     """Compute every parameter's learned update in one pass of ``rule`` over ``graph``.
 
@@ -79,6 +80,9 @@ def learned_update(
         second_order: let gradients flow through the parameter and gradient features.
         context: a context from an earlier step to read instead of running the rule's graph
             part (which also leaves ``rule_state`` as it is); ``None``: run it.
+        momenta_in_place: without autograd, advance the float32 ``momenta`` in place (and
+            return them) instead of writing new tensors: 20 bytes per parameter less at the
+            step's peak (``GNNOptimizer.step``, which owns them).
 
     Shapes:
         internally everything is flattened to ``P = graph.num_elements`` elements:
@@ -93,23 +97,33 @@ def learned_update(
     # without autograd (an optimizer step) nothing is kept for a backward, so the step writes
     # into fresh tables in place and never holds a whole feature table if the rule reads rows
     lean = not second_order and not torch.is_grad_enabled()
-    theta = torch.cat([keep(p).reshape(-1).float() for p in params])
-    grad = torch.cat([keep(g).reshape(-1).float() for g in grads])
     sizes = [p.numel() for p in params]
     # momenta are float32 like the features; cast any other (a state cast to a float64 or
     # float16 parameter's dtype), which would otherwise break or degrade the rule's matmuls
-    betas = torch.tensor(BETAS, dtype=torch.float32, device=grad.device)
-    if lean:  # each tensor's new momenta written straight into the joined table
-        new = grad.new_empty(len(BETAS), grad.shape[0])
-        for m, g, part in zip(momenta, grad.split(sizes), new.split(sizes, dim=1)):
-            torch.addcmul(g.unsqueeze(0), betas.unsqueeze(1), m.reshape(len(BETAS), -1).float(), out=part)
+    betas = torch.tensor(BETAS, dtype=torch.float32, device=params[0].device if params else None)
+    if lean and momenta_in_place and all(m.dtype == torch.float32 for m in momenta):
+        for m, g in zip(momenta, grads):  # m_beta <- beta * m_beta + g, in the caller's tensors
+            torch.addcmul(g.float(), betas.view(-1, *[1] * g.dim()), m, out=m)
+        new_momenta = list(momenta)
+    elif lean:  # each tensor's new momenta written straight into one table
+        new = betas.new_empty(len(BETAS), sum(sizes))
+        for m, g, part in zip(momenta, grads, new.split(sizes, dim=1)):
+            torch.addcmul(g.reshape(1, -1).float(), betas.unsqueeze(1), m.reshape(len(BETAS), -1).float(), out=part)
+        new_momenta = [m.view(len(BETAS), *p.shape) for m, p in zip(new.split(sizes, dim=1), params)]
     else:
+        grad = torch.cat([keep(g).reshape(-1).float() for g in grads])
         old = torch.cat([m.reshape(len(BETAS), -1).float() for m in momenta], dim=1)
         new = update_momenta(old, grad, betas)
+        new_momenta = [m.reshape(len(BETAS), *p.shape) for m, p in zip(new.split(sizes, dim=1), params)]
 
-    if lean and rule.reads_features_by_rows:
-        feats = LazyFeatures(theta, grad, new)
+    if lean and rule.reads_features_by_rows:  # read from each parameter's own tensors, by rows
+        feats = LazyFeatures(params, grads, new_momenta)
+    elif lean:
+        feats = element_features(torch.cat([p.reshape(-1).float() for p in params]),
+                                 torch.cat([g.reshape(-1).float() for g in grads]),
+                                 torch.cat([m.reshape(len(BETAS), -1) for m in new_momenta], dim=1))
     else:
+        theta = torch.cat([keep(p).reshape(-1).float() for p in params])
         feats = element_features(theta, grad, new)
     if context is None:
         table, rule_state = rule.context(feats, graph, rule_state)
@@ -127,7 +141,6 @@ def learned_update(
     scaled = (lambda d, f: d.mul_(f)) if lean else (lambda d, f: d * f)
     updates = [d.view(p.shape) if f == 1.0 else scaled(d.view(p.shape), f)
                for d, p, f in zip(delta.split(sizes), params, factors)]
-    new_momenta = [m.reshape(len(BETAS), *p.shape) for m, p in zip(new.split(sizes, dim=1), params)]
     return UpdateResult(updates, new_momenta, rule_state, context)
 
 

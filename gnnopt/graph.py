@@ -28,6 +28,7 @@ import math
 import weakref
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -87,6 +88,8 @@ class NeuralGraph:
     edge_blocks: tuple[tuple[int, int, int, int, int], ...]
     node_blocks: tuple[tuple[int, int, int, int, int], ...]
     notes: tuple[str, ...] = ()
+    #: elements per chunk when per-element features are read into per-edge tables
+    chunk_elements: ClassVar[int] = 65536
 
     @functools.cached_property
     def edge_index(self) -> Tensor:
@@ -157,30 +160,44 @@ class NeuralGraph:
         table[self.edge_elem_slot] = feats[self.edge_elem_index]
         return table.view(self.num_edges, self.kernel_positions * feats.shape[1])
 
-    def edge_linear(self, feats: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    def edge_linear(self, feats: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+                    out: Tensor | None = None) -> Tensor:
         """``F.linear(self.edge_features(feats), weight, bias)`` without the padded table.
 
         Each layer's edges read their consecutive elements as one ``[edges, kh * kw * F]``
         view and meet only the weight columns of the kernel positions they occupy: a 3x3
-        conv edge uses 9 of the 25 positions, a linear edge 1, the rest are zeros.
+        conv edge uses 9 of the 25 positions, a linear edge 1, the rest are zeros. The rows
+        are read a chunk of at most :attr:`chunk_elements` elements at a time, so ``feats``
+        may compute its rows on demand (:class:`~gnnopt.features.LazyFeatures`).
+
+        ``out``: without autograd, an ``[E, H]`` table to write into (else a new one).
 
         Shapes:
             feats: ``[P, F]``; weight: ``[H, kernel_positions * F]`` -> ``[E, H]``.
         """
         k = math.isqrt(self.kernel_positions)
         weight = weight.view(weight.shape[0], self.kernel_positions, feats.shape[1])
-        # one output table written block by block (the blocks are consecutive edges)
-        out = feats.new_empty(self.num_edges, weight.shape[0]) if not torch.is_grad_enabled() else None
+        # one output table written chunk by chunk (the blocks are consecutive edges)
+        if torch.is_grad_enabled():
+            out = None
+        elif out is None:
+            out = feats.new_empty(self.num_edges, weight.shape[0])
         parts = []
         for first_edge, edges, first_elem, kh, kw in self.edge_blocks:
-            slots = _centred_slots(kh, kw, k)
-            block = feats[first_elem: first_elem + edges * kh * kw].view(edges, -1)
-            if out is None:
-                parts.append(F.linear(block, weight[:, slots].flatten(1), bias))
-            elif bias is None:
-                torch.mm(block, weight[:, slots].flatten(1).t(), out=out[first_edge: first_edge + edges])
-            else:
-                torch.addmm(bias, block, weight[:, slots].flatten(1).t(), out=out[first_edge: first_edge + edges])
+            w = weight[:, _centred_slots(kh, kw, k)].flatten(1)
+            step = max(1, self.chunk_elements // (kh * kw))
+            for start in range(0, edges, step):
+                n = min(step, edges - start)
+                begin = first_elem + start * kh * kw
+                block = feats[begin: begin + n * kh * kw].view(n, -1)
+                if out is None:
+                    parts.append(F.linear(block, w, bias))
+                    continue
+                rows = out[first_edge + start: first_edge + start + n]
+                if bias is None:
+                    torch.mm(block, w.t(), out=rows)
+                else:
+                    torch.addmm(bias, block, w.t(), out=rows)
         if out is not None:
             return out
         if not parts:

@@ -264,11 +264,16 @@ class GNNOptimizer(torch.optim.Optimizer):
         elif rule_state is not None:
             rule_state = {k: v.to(device) for k, v in rule_state.items()}
         momenta = [self.state[p]["momenta"] for p in params]
-        count, kept = self.state.get(GRAPH_STEP_KEY, 0), self.state.get(CONTEXT_KEY)
-        reuse = Context(kept.to(device)) if kept is not None and count % self.graph_every else None
-        if reuse is None:  # the graph runs: the old context goes before the new one is built
+        count = self.state.get(GRAPH_STEP_KEY, 0)
+        if count % self.graph_every and self.state.get(CONTEXT_KEY) is not None:
+            reuse = Context(self.state[CONTEXT_KEY].to(device))
+        else:  # the graph runs: the old context goes (no reference left) before the new one is built
+            reuse = None
             self.state.pop(CONTEXT_KEY, None)
-        result = learned_update(self.rule, graph, thetas, grads, momenta, rule_state, context=reuse)
+        # the momenta advance in place when every parameter takes this step (with finite
+        # gradients they advance even if the rule's update then turns out non-finite)
+        result = learned_update(self.rule, graph, thetas, grads, momenta, rule_state, context=reuse,
+                                momenta_in_place=all(apply_mask))
         if self.graph_every > 1:
             self.state[GRAPH_STEP_KEY] = count + 1
             if reuse is None and result.context.table is not None:

@@ -38,8 +38,10 @@ def _feats(graph, seed=0):
     return torch.randn(graph.num_elements, FEATURE_SIZE, generator=g, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("chunk_elements", [65536, 5])
 @pytest.mark.parametrize("model", [_mixed_kernels(), task17_cnn()], ids=["mixed", "task17"])
-def test_edge_linear_matches_linear_of_padded_table(model):
+def test_edge_linear_matches_linear_of_padded_table(monkeypatch, model, chunk_elements):
+    monkeypatch.setattr(type(_graph(model)), "chunk_elements", chunk_elements)
     graph = _graph(model)
     feats = _feats(graph)
     weight = torch.randn(7, graph.kernel_positions * FEATURE_SIZE, dtype=torch.float64)
@@ -50,6 +52,9 @@ def test_edge_linear_matches_linear_of_padded_table(model):
         torch.testing.assert_close(graph.edge_linear(feats, weight, bias), expected, **TOL)
         torch.testing.assert_close(graph.edge_linear(feats, weight), F.linear(graph.edge_features(feats), weight),
                                    **TOL)
+        out = feats.new_full((graph.num_edges, 7), float("nan"))
+        assert graph.edge_linear(feats, weight, bias, out=out) is out
+        torch.testing.assert_close(out, expected, **TOL)
 
 
 def test_graph_without_layers_has_empty_edge_tables():
@@ -140,6 +145,26 @@ def test_element_features_chunks(monkeypatch):
     assert element_features(theta[:0], grad[:0], momenta[:, :0]).shape == (0, FEATURE_SIZE)
 
 
+def test_lazy_features_read_rows_across_parameters(monkeypatch):
+    """Rows of the joined table, read from each parameter's own tensors: slices that span
+    several parameters (an empty one among them) and index tensors in any order."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (0,), (5,), (2, 2, 2)]
+    thetas = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    grads = [torch.randn(s, generator=g) for s in shapes]
+    momenta = [torch.randn(len(BETAS), *s, generator=g) for s in shapes]
+    monkeypatch.setattr(features, "_CHUNK", 3)
+    expected = element_features(torch.cat([t.reshape(-1).float() for t in thetas]),
+                                torch.cat([t.reshape(-1) for t in grads]),
+                                torch.cat([m.reshape(len(BETAS), -1) for m in momenta], dim=1))
+    lazy = features.LazyFeatures(thetas, grads, momenta)
+    assert lazy.shape == expected.shape and lazy.dtype == torch.float32
+    for rows in (slice(0, 25), slice(2, 14), slice(12, 17), slice(16, 17), slice(20, 40), slice(25, 25)):
+        assert torch.equal(lazy[rows], expected[rows])
+    index = torch.tensor([24, 0, 13, 12, 7, 17, 3])
+    assert torch.equal(lazy[index], expected[index])
+
+
 @pytest.mark.parametrize("rule_name", ["pna", "rt", "pna_lstm"])
 def test_graph_rules_step_a_model_without_layers(rule_name):
     model = nn.Embedding(10, 4)
@@ -169,6 +194,7 @@ def test_lean_step_matches_the_tracked_update(monkeypatch, rule_name):
     momenta = [init_momenta(p).normal_() for p in params]
     monkeypatch.setattr(features, "_CHUNK", 7)
     monkeypatch.setattr(Head, "chunk_size", 11)
+    monkeypatch.setattr(type(graph), "chunk_elements", 5)
     seen = []
     real_readout = type(rule).readout
     monkeypatch.setattr(type(rule), "readout", lambda self, feats, *a: seen.append(type(feats).__name__)
@@ -179,4 +205,10 @@ def test_lean_step_matches_the_tracked_update(monkeypatch, rule_name):
         lean = learned_update(rule, graph, params, grads, momenta)
     assert seen == ["Tensor", "LazyFeatures" if rule.reads_features_by_rows else "Tensor"]
     for a, b in zip(lean.updates + lean.momenta, tracked.updates + tracked.momenta):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-9)
+    owned = [m.clone() for m in momenta]  # the optimizer's own momenta, advanced where they are
+    with torch.no_grad():
+        in_place = learned_update(rule, graph, params, grads, owned, momenta_in_place=True)
+    assert all(a is b for a, b in zip(in_place.momenta, owned))
+    for a, b in zip(in_place.updates + in_place.momenta, tracked.updates + tracked.momenta):
         torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-9)

@@ -280,12 +280,11 @@ class Head(nn.Module):
             return self.apply(feats, self.project(embedding), index)
         first, rest = self.net[0], self.net[1:]
         emb_weight, own_weight = first.weight[:, : self.embed_dim], first.weight[:, self.embed_dim:]
-        out = []
-        for start in range(0, feats.shape[0], self.chunk_size):
-            rows = slice(start, start + self.chunk_size)
+        out = _Rows(feats)
+        for rows in out.chunks(self.chunk_size):
             shared = F.linear(embedding[rows], emb_weight, first.bias)
-            out.append(rest(shared.addmm_(feats[rows], own_weight.t())))  # a fresh tensor: in place is safe
-        return _joined(out, feats)
+            out.put(rows, rest(shared.addmm_(feats[rows], own_weight.t())))  # a fresh tensor: in place is safe
+        return out.joined()
 
     def project(self, table: Tensor | None) -> Tensor | None:
         """What the head reads of the graph (``None`` without an embedding): the first
@@ -314,9 +313,8 @@ class Head(nn.Module):
         """
         first, rest = self.net[0], self.net[1:]
         own_weight = first.weight[:, self.embed_dim:]
-        out = []
-        for start in range(0, feats.shape[0], self.chunk_size):
-            rows = slice(start, start + self.chunk_size)
+        out = _Rows(feats)
+        for rows in out.chunks(self.chunk_size):
             if projected is None:
                 hidden = F.linear(feats[rows], own_weight, first.bias)
             elif self.keeps_table:
@@ -324,11 +322,31 @@ class Head(nn.Module):
                 hidden = F.linear(hidden, first.weight, first.bias)
             else:
                 hidden = projected.index_select(0, index[rows]).addmm_(feats[rows], own_weight.t())
-            out.append(rest(hidden))
-        return _joined(out, feats)
+            out.put(rows, rest(hidden))
+        return out.joined()
 
 
-def _joined(chunks: list[Tensor], feats: Tensor) -> Tensor:
-    if not chunks:
-        return feats.new_zeros(0, 2)
-    return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+class _Rows:
+    """The head's ``[P, 2]`` output, gathered chunk by chunk: joined at the end under
+    autograd, written into one table without it (never the chunks and their join at once)."""
+
+    def __init__(self, feats: Tensor) -> None:
+        self.size, self.dtype, self.device = feats.shape[0], feats.dtype, feats.device
+        self.table = None if torch.is_grad_enabled() else feats.new_empty(self.size, 2)
+        self.parts: list[Tensor] = []
+
+    def chunks(self, chunk_size: int) -> list[slice]:
+        return [slice(start, start + chunk_size) for start in range(0, self.size, chunk_size)]
+
+    def put(self, rows: slice, values: Tensor) -> None:
+        if self.table is None:
+            self.parts.append(values)
+        else:
+            self.table[rows] = values
+
+    def joined(self) -> Tensor:
+        if self.table is not None:
+            return self.table
+        if not self.parts:
+            return torch.zeros(0, 2, dtype=self.dtype, device=self.device)
+        return torch.cat(self.parts) if len(self.parts) > 1 else self.parts[0]

@@ -19,6 +19,7 @@ from .base import Head, RuleState, UpdateRule
 class LSTMRule(UpdateRule):
     name = "lstm"
     reads_graph = False
+    reads_features_by_rows = True
     defaults = {"hidden": 32, "layers": 1, "head_hidden": 32, "head_layers": 2, "update_scale": 0.01}
 
     def __init__(self, **config) -> None:
@@ -29,9 +30,12 @@ class LSTMRule(UpdateRule):
         self.head = Head(hidden, self.config["head_hidden"], self.config["head_layers"])
 
     def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
-        projected = torch.relu(self.proj(feats))
-        sums = projected.new_zeros(graph.num_tensors, projected.shape[1])
-        sums.index_add_(0, graph.tensor_index, projected)
+        # the per-tensor sums of the projected features, a chunk of rows at a time: no [P, hidden]
+        # table (and, in an optimizer step, no [P, FEATURE_SIZE] one either)
+        sums = feats.new_zeros(graph.num_tensors, self.proj.out_features)
+        for start in range(0, feats.shape[0], Head.chunk_size):
+            rows = slice(start, start + Head.chunk_size)
+            sums.index_add_(0, graph.tensor_index[rows], torch.relu(self.proj(feats[rows])))
         counts = torch.tensor([max(1, _numel(s)) for s in graph.shapes], dtype=feats.dtype, device=feats.device)
         summary, _ = self.lstm((sums / counts.unsqueeze(1)).unsqueeze(1))  # [T, 1, H]
         return summary.squeeze(1), state

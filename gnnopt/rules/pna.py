@@ -96,6 +96,7 @@ class PNALayer(MessagePassing):
         that no per-message table of the whole graph is ever held."""
         msg_target, msg_source = self.msg_target(x), self.msg_source(x)
         partials: list[tuple[int, Tensor]] = []  # (first node, [rows, 4, M] sum/sum sq/min/max)
+        to_sources: tuple[slice, Tensor] | None = None  # the sources' moments, merged over target chunks
         for _, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
             scale, shift = self.film(block).chunk(2, dim=-1)  # [chunk targets, sources, M]
             forward = msg_target[targets].unsqueeze(1) + msg_source[sources].unsqueeze(0)
@@ -103,7 +104,15 @@ class PNALayer(MessagePassing):
             forward = torch.addcmul(shift, self.msg_out(self.act(forward)), scale)
             reverse = torch.addcmul(shift, self.msg_out(self.act(reverse)), scale)
             partials.append((targets.start, _moments(forward, dim=1)))  # to each target, from its sources
-            partials.append((sources.start, _moments(reverse, dim=0)))  # to each source, from these targets
+            # to each source, from these targets: one running partial per block, not one per chunk
+            if to_sources is not None and to_sources[0] == sources:
+                to_sources = (sources, _merged(to_sources[1], _moments(reverse, dim=0)))
+            else:
+                if to_sources is not None:
+                    partials.append((to_sources[0].start, to_sources[1]))
+                to_sources = (sources, _moments(reverse, dim=0))
+        if to_sources is not None:
+            partials.append((to_sources[0].start, to_sources[1]))
         aggregated = _combine(partials, graph.in_degree, x.shape[0], x.new_empty(0, 4, msg_target.shape[1]),
                               self.aggr_module.avg_deg_log)
         x = self.node_norm(x + self.node_update(torch.cat([x, aggregated], dim=1)))
@@ -196,6 +205,12 @@ def _moments(messages: Tensor, dim: int) -> Tensor:
     return torch.stack([messages.sum(dim), messages.square().sum(dim), messages.amin(dim), messages.amax(dim)], 1)
 
 
+def _merged(a: Tensor, b: Tensor) -> Tensor:
+    """The moments (:func:`_moments`) of two sets of messages to the same nodes, joined."""
+    return torch.stack([a[:, 0] + b[:, 0], a[:, 1] + b[:, 1], torch.minimum(a[:, 2], b[:, 2]),
+                        torch.maximum(a[:, 3], b[:, 3])], 1)
+
+
 def _combine(partials: list[tuple[int, Tensor]], degree: Tensor, num_nodes: int, empty: Tensor,
              avg_deg_log: Tensor) -> Tensor:
     """PNA's aggregation (:func:`._aggr.pna_aggregate`'s ``[N, 8M]`` layout) from per-block
@@ -245,10 +260,14 @@ class GraphEncoder(nn.Module):
         nodes = self.node(torch.cat([graph.node_features(feats), roles], dim=1))
         # the first layer reads only the occupied kernel positions of each edge
         first, act, last = self.edge
-        hidden = act(graph.edge_linear(feats, first.weight, first.bias))
         if out is None or torch.is_grad_enabled():
-            return nodes, last(hidden)
-        return nodes, torch.addmm(last.bias, hidden, last.weight.t(), out=out)
+            return nodes, last(act(graph.edge_linear(feats, first.weight, first.bias)))
+        # the hidden layer is as wide as the output: both live in ``out``, a chunk at a time
+        hidden = graph.edge_linear(feats, first.weight, first.bias, out=out)
+        for start in range(0, hidden.shape[0], graph.chunk_elements):
+            rows = hidden[start: start + graph.chunk_elements]
+            rows.copy_(last(act(rows)))
+        return nodes, out
 
 
 class PNARule(UpdateRule):

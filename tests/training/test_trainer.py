@@ -18,6 +18,7 @@ from gnnopt.bench.data import Dataset, load_dataset, synthetic_cifar10
 from gnnopt.bench.protocol import run_learned_episode
 from gnnopt.rules import load_rule
 from gnnopt.bench.tasks import get_task
+from gnnopt.features import RAW_FEATURES
 from gnnopt.training import MetaTrainer, TrainConfig, checkpoint, meta_train
 from gnnopt.training.__main__ import main as training_main
 from gnnopt.training.checkpoint import read_metrics
@@ -131,7 +132,15 @@ def test_a_fine_tune_selects_against_its_starting_rule(tmp_path, data):
     base = TrainConfig(rule="ff", rule_config={"hidden": 8}, outer_steps=2, inner_steps=5, eval_every=1,
                        embedded=True, seed=1)
     meta_train(base, tmp_path / "base", data=data, progress=False)
-    start = str(tmp_path / "base" / "best")
+    # a start well above chance (a rule meta-trained this briefly may not be): sign descent
+    rule = FFRule(hidden=8)
+    with torch.no_grad():
+        for p in rule.parameters():
+            p.zero_()
+        rule.head.net[0].weight[0, RAW_FEATURES + 1] = 1.0  # the sign part of the gradient feature
+        rule.head.net[-1].weight[0, 0] = -1.0  # direction -silu(sign g)
+    rule.save_pretrained(tmp_path / "start")
+    start = str(tmp_path / "start")
     # a meta-lr this large wrecks the rule in one step, so step 0 must stay the best
     worse = TrainConfig(**{**base.to_dict(), "init": start, "lr": 10.0, "clip": 0.0, "warmup_steps": 0})
     meta_train(worse, tmp_path / "tuned", data=data, progress=False)
