@@ -47,7 +47,7 @@ class NeuralGraph:
     The per-edge index tensors (``edge_index``, ``message_pairs``, ``edge_elem_index``,
     ``edge_elem_slot``: 8 to 32 bytes per weight connection each) are built from the layer
     blocks on first use and kept: a rule that reads the graph by blocks (``pna``) never builds
-    them.
+    them; nor ``tensor_index`` (8 bytes per element), which only ``lstm`` reads.
 
     Shapes:
         edge_index: ``[2, 2E]`` (source, target); forward edges first, then reverse ones.
@@ -83,7 +83,6 @@ class NeuralGraph:
     node_elem_node: Tensor
     node_inv_count: Tensor
     readout_index: Tensor
-    tensor_index: Tensor
     in_degree: Tensor
     edge_blocks: tuple[tuple[int, int, int, int, int], ...]
     node_blocks: tuple[tuple[int, int, int, int, int], ...]
@@ -126,7 +125,13 @@ class NeuralGraph:
 
     @property
     def device(self) -> torch.device:
-        return self.tensor_index.device
+        return self.node_roles.device
+
+    @functools.cached_property
+    def tensor_index(self) -> Tensor:
+        """``[P]`` the parameter tensor of every element (built on first use: ``lstm`` reads it)."""
+        sizes = torch.tensor([math.prod(s) for s in self.shapes], dtype=torch.long, device=self.device)
+        return torch.repeat_interleave(torch.arange(len(self.shapes), device=self.device), sizes)
 
     def to(self, device: torch.device | str) -> NeuralGraph:
         """A copy with every index tensor on ``device`` (``self`` if already there, as
@@ -375,7 +380,6 @@ def _build(names, shapes, kinds, max_kernel_size, role_dim) -> NeuralGraph:
         node_elem_node=node_elem_node_t,
         node_inv_count=(1.0 / count.clamp_min(1.0)).unsqueeze(1),
         readout_index=readout,
-        tensor_index=_tensor_index(sizes),
         in_degree=in_degree,
         edge_blocks=tuple(blocks),
         node_blocks=tuple(node_blocks),
@@ -398,13 +402,8 @@ def layout_graph(names: Sequence[str], shapes: Sequence[Sequence[int]], *, max_k
         kernel_positions=max_kernel_size * max_kernel_size, fallback=(),
         node_roles=torch.zeros(0, role_features(role_dim)),
         node_elem_index=empty, node_elem_node=empty, node_inv_count=torch.zeros(0, 1), readout_index=empty,
-        tensor_index=_tensor_index(sizes), in_degree=empty, edge_blocks=(), node_blocks=(), notes=(),
+        in_degree=empty, edge_blocks=(), node_blocks=(), notes=(),
     )
-
-
-def _tensor_index(sizes: list[int]) -> Tensor:
-    """:attr:`NeuralGraph.tensor_index` of tensors with these element counts."""
-    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long))
 
 
 def _cat(parts: list[Tensor]) -> Tensor:

@@ -67,6 +67,15 @@ def stage_lines(recipe: Recipe) -> tuple[list[str], float]:
             lines.append(f"- `{stage.name}`: no record yet (`python -m gnnopt.training recipe {recipe.name} --record`)")
             continue
         selected = json.loads((folder / "selected.json").read_text())
+        if stage.distills:  # the log's seconds are cumulative; collecting the data is not timed
+            info = selected["distillation"]
+            metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
+            seconds = next((r["seconds"] for r in metrics if r["step"] == info["step"]), 0.0)
+            total += seconds
+            lines.append(f"- `{stage.name}`: distilled, selected at step {info['step']} of {info['steps']} "
+                         f"(held-out relative error {info['held_out_error']:.2g}); {seconds / 60:.0f} min of "
+                         f"training up to that step (collecting the teacher's trajectories not timed)")
+            continue
         sel = selected.get("selection") or {}
         step = sel.get("step", selected.get("outer_step"))
         metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]

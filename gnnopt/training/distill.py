@@ -4,8 +4,8 @@ Meta-training a graph rule from scratch is out of reach on two cores (``docs/EXP
 ``pna-scratch-tbptt-200``); regressing a new architecture onto an existing rule's outputs is
 supervised learning, with no unrolled optimizee, and takes minutes. Two commands:
 
-    python -m gnnopt.training.distill collect --teacher pna-fmnist17 --tasks fmnist17,fmnist17-d1 --out runs/distill-data
-    python -m gnnopt.training.distill train --teacher pna-fmnist17 --data runs/distill-data \\
+    python -m gnnopt.training.distill collect --teacher runs/teacher --tasks fmnist17,fmnist17-d1 --out runs/distill-data
+    python -m gnnopt.training.distill train --teacher runs/teacher --data runs/distill-data \\
         --rule pna --rule-config '{"edge_hidden": 8, "message_hidden": 16, "head_hidden": 16}' --out runs/pna-lean
 
 ``collect`` trains each task's model with the teacher as it is used (``GNNOptimizer``, graph
@@ -18,12 +18,13 @@ the student will be used), scored per tensor relative to the teacher's update si
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -200,11 +201,84 @@ def main_train(args: argparse.Namespace) -> None:
                                      "held_out_error": mean, "steps": args.steps, "lr": args.lr}})
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """A recipe stage that distills (:mod:`gnnopt.training.recipe`): ``collect`` then ``train``.
+
+    ``teacher`` is a checkpoint (in a recipe, ``"@stage"``: an earlier stage's selected rule),
+    used with ``teacher_config`` (update-form options, as it is shipped) set in its config.
+    """
+
+    teacher: str
+    teacher_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    tasks: str = "fmnist17,fmnist17-w8,fmnist17-d1,fmnist17-d2"
+    collect_steps: int = 1500
+    trajectories: int = 3
+    windows: int = 40
+    rule: str = "pna"
+    rule_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steps: int = 3000
+    lr: float = 1e-3
+    eval_every: int = 250
+    held_out_seed: int = 3
+    seed: int = 0
+    embedded: bool = False
+
+    #: what a recipe's ``--smoke`` overrides: seconds on the embedded subset
+    SMOKE: ClassVar[dict[str, Any]] = {"collect_steps": 8, "windows": 2, "steps": 4, "eval_every": 2, "embedded": True}
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> DistillConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(options) - names
+        if unknown:
+            raise ValueError(f"unknown distillation option(s) {sorted(unknown)}; valid: {sorted(names)}")
+        if "teacher" not in options:
+            raise ValueError("a distillation stage needs a teacher")
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def task_names(self) -> list[str]:
+        return self.tasks.split(",")
+
+    def argv(self, teacher: str | Path, out: Path) -> tuple[list[str], list[str]]:
+        """The ``collect`` and ``train`` arguments (data in ``out/data``, the student in ``out``)."""
+        collect = ["collect", "--teacher", str(teacher), "--tasks", self.tasks, "--steps", str(self.collect_steps),
+                   "--trajectories", str(self.trajectories), "--windows", str(self.windows),
+                   *(["--embedded"] if self.embedded else []), "--out", str(out / "data")]
+        train = ["train", "--teacher", str(teacher), "--data", str(out / "data"), "--rule", self.rule,
+                 "--rule-config", json.dumps(self.rule_config), "--steps", str(self.steps), "--lr", str(self.lr),
+                 "--eval-every", str(self.eval_every), "--held-out-seed", str(self.held_out_seed),
+                 "--seed", str(self.seed), "--out", str(out)]
+        return collect, train
+
+    def status(self, out: Path) -> str:
+        """``"done"``, ``"stopped at N/M"`` (training restarts) or ``"not started"``."""
+        log = out / "distill.jsonl"
+        if not log.is_file():
+            return "not started"
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        step = rows[-1]["step"] if rows else 0
+        return "done" if step >= self.steps and (out / "best").is_dir() else f"stopped at {step}/{self.steps}"
+
+    def run(self, teacher: Path, out: Path) -> None:
+        """Collect (skipping finished files), then train the student afresh unless done."""
+        if self.status(out) == "done":
+            return
+        collect, train = self.argv(teacher, out)
+        main(collect)
+        (out / "distill.jsonl").unlink(missing_ok=True)
+        main(train)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser("collect", help="save teacher trajectories' input pairs")
-    c.add_argument("--teacher", default="pna-fmnist17")
+    c.add_argument("--teacher", required=True, help="the rule to learn from: a checkpoint folder or bundled name")
     c.add_argument("--tasks", default="fmnist17,fmnist17-w8,fmnist17-d1,fmnist17-d2")
     c.add_argument("--steps", type=int, default=1500)
     c.add_argument("--trajectories", type=int, default=3)
@@ -214,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--embedded", action="store_true", help="the small bundled data set (tests, smoke runs)")
     c.add_argument("--out", type=Path, required=True)
     t = commands.add_parser("train", help="fit a student rule to the teacher's updates")
-    t.add_argument("--teacher", default="pna-fmnist17")
+    t.add_argument("--teacher", required=True)
     t.add_argument("--data", type=Path, required=True)
     t.add_argument("--rule", default="pna")
     t.add_argument("--rule-config", default="{}")

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..rules.base import UPDATE_FORM_DEFAULTS
 from .config import TrainConfig
+from .distill import DistillConfig
 
 #: options a ``--smoke`` run overrides: one tiny stage in seconds, on the embedded subset
 SMOKE = {"outer_steps": 2, "inner_steps": 4, "eval_steps": 4, "eval_every": 1, "eval_seeds": 1, "save_every": 1,
@@ -45,9 +46,16 @@ SMOKE = {"outer_steps": 2, "inner_steps": 4, "eval_steps": 4, "eval_every": 1, "
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
+    """A meta-training stage, or (``"kind": "distill"`` in ``recipe.json``) a distillation of
+    an earlier stage's rule into another architecture (:class:`.distill.DistillConfig`)."""
+
     name: str
     why: str
-    config: TrainConfig
+    config: TrainConfig | DistillConfig
+
+    @property
+    def distills(self) -> bool:
+        return isinstance(self.config, DistillConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +97,15 @@ class Recipe:
         parsed = []
         for stage in stages:
             options = dict(stage["config"])
-            for key in ("init", "init_head"):
+            distills = stage.get("kind", "train") == "distill"
+            for key in ("teacher",) if distills else ("init", "init_head"):
                 ref = options.get(key)
                 if isinstance(ref, str) and ref.startswith("@"):
                     if ref[1:] not in seen:
                         raise ValueError(f"{path}: stage {stage['name']!r} refers to {ref}, not an earlier stage")
                     options[key] = str(out / ref[1:] / "best")
-            parsed.append(Stage(stage["name"], stage.get("why", ""), TrainConfig.from_dict(options)))
+            config = DistillConfig.from_dict(options) if distills else TrainConfig.from_dict(options)
+            parsed.append(Stage(stage["name"], stage.get("why", ""), config))
             seen.append(stage["name"])
         ship = raw.get("ship", seen[-1])
         if ship not in seen:
@@ -116,8 +126,10 @@ class Recipe:
         raise ValueError(f"recipe {self.name!r} has no stage {name!r} ({', '.join(s.name for s in self.stages)})")
 
 
-def status(out: Path, cfg: TrainConfig) -> str:
+def status(out: Path, cfg: TrainConfig | DistillConfig) -> str:
     """``"done"``, ``"stopped at N/M"`` or ``"not started"`` for a stage's run folder."""
+    if isinstance(cfg, DistillConfig):
+        return cfg.status(out)
     state = out / "trainer_state.json"
     if not state.is_file():
         return "not started"
@@ -125,8 +137,13 @@ def status(out: Path, cfg: TrainConfig) -> str:
     return "done" if step >= cfg.outer_steps else f"stopped at {step}/{cfg.outer_steps}"
 
 
-def command(cfg: TrainConfig, out: Path) -> str:
-    """The ``python -m gnnopt.training`` command of one stage (options that differ from the defaults)."""
+def command(cfg: TrainConfig | DistillConfig, out: Path) -> str:
+    """The ``python -m gnnopt.training`` command of one stage (options that differ from the
+    defaults), or a distillation's two commands (its teacher as the stage writes it)."""
+    if isinstance(cfg, DistillConfig):
+        argvs = cfg.argv(teacher_dir(out), out)
+        return "\n".join("python -m gnnopt.training.distill " + " ".join(
+            f"'{a}'" if a.startswith("{") else a for a in argv) for argv in argvs)
     default = TrainConfig().to_dict()
     parts = ["python -m gnnopt.training"]
     for key, value in cfg.to_dict().items():
@@ -141,12 +158,13 @@ def command(cfg: TrainConfig, out: Path) -> str:
 
 
 def record(recipe: Recipe, stage: Stage, out: Path) -> Path:
-    """Copy a finished stage's compact record into ``recipes/<name>/stages/<stage>/``."""
+    """Copy a finished stage's compact record into ``recipes/<name>/stages/<stage>/``
+    (a distillation's log is its ``metrics.jsonl``)."""
     dest = recipe.root / "stages" / stage.name
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out / "metrics.jsonl", dest / "metrics.jsonl")
+    shutil.copyfile(out / ("distill.jsonl" if stage.distills else "metrics.jsonl"), dest / "metrics.jsonl")
     best = json.loads((out / "best" / "config.json").read_text())
-    kept = {k: best[k] for k in ("outer_step", "selection", "training") if k in best}
+    kept = {k: best[k] for k in ("outer_step", "selection", "training", "distillation") if k in best}
     (dest / "selected.json").write_text(json.dumps(kept, indent=2) + "\n")
     return dest
 
@@ -160,12 +178,22 @@ def shipped_dir(recipe: Recipe, runs: Path) -> Path:
 def shipped(recipe: Recipe, runs: Path) -> Path:
     """:func:`shipped_dir`, holding the shipped stage's selected rule with ``ship_config`` set in
     its ``config.json`` (written afresh from ``RUNS/<name>/<ship>/best`` each time)."""
-    source, dest = runs / recipe.name / recipe.ship / "best", shipped_dir(recipe, runs)
+    source = runs / recipe.name / recipe.ship / "best"
     if not (source / "config.json").is_file():
         raise FileNotFoundError(f"{source} holds no selected rule: run stage {recipe.ship!r} first")
+    return _configured(source, shipped_dir(recipe, runs), recipe.ship_config)
+
+
+def teacher_dir(out: Path) -> Path:
+    """Where a distillation stage run in ``out`` writes its teacher (see :func:`_configured`)."""
+    return out / "teacher"
+
+
+def _configured(source: Path, dest: Path, options: dict[str, Any]) -> Path:
+    """Copy the rule in ``source`` to ``dest`` with ``options`` set in its config."""
     dest.mkdir(parents=True, exist_ok=True)
     config = json.loads((source / "config.json").read_text())
-    config["config"] = {**config["config"], **recipe.ship_config}
+    config["config"] = {**config["config"], **options}
     for file in source.iterdir():
         if file.is_file() and file.name != "config.json":
             shutil.copyfile(file, dest / file.name)
@@ -182,14 +210,23 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
     print(f"recipe {recipe.name}: {len(recipe.stages)} stage(s), shipped stage {recipe.ship!r}; "
           f"runs in {runs / recipe.name}")
     for i, stage in enumerate(stages, 1):
-        cfg = TrainConfig.from_dict({**stage.config.to_dict(), **SMOKE}) if smoke else stage.config
+        cfg = stage.config
+        if smoke:
+            cfg = (DistillConfig.from_dict({**cfg.to_dict(), **DistillConfig.SMOKE}) if stage.distills
+                   else TrainConfig.from_dict({**cfg.to_dict(), **SMOKE}))
         out = runs / recipe.name / stage.name
         state = status(out, cfg)
         print(f"\n[{i}/{len(stages)}] {stage.name}: {state}\n  why: {stage.why}\n  {command(cfg, out)}")
         if dry_run or state == "done":
             continue
-        meta_train(cfg, out, resume=state != "not started", device=device, progress=progress)
-        print(f"  {summary(out)}")
+        if isinstance(cfg, DistillConfig):  # the teacher as it is used, then collect and train
+            source = Path(cfg.teacher)
+            if not (source / "config.json").is_file():
+                raise FileNotFoundError(f"{source} holds no rule: run the teacher's stage first")
+            cfg.run(_configured(source, teacher_dir(out), cfg.teacher_config), out)
+        else:
+            meta_train(cfg, out, resume=state != "not started", device=device, progress=progress)
+            print(f"  {summary(out)}")
         if do_record and not smoke:
             print(f"  record: {record(recipe, stage, out)}")
     rule = shipped_dir(recipe, runs)

@@ -37,11 +37,49 @@ def test_dry_run_prints_every_stage_and_runs_nothing(at_root, tmp_path, capsys):
 
 
 def test_recipe_stages_are_the_shipped_runs(at_root):
-    """The recipe's last stage is the configuration the bundled weights were selected from."""
+    """The recipe's shipped stage is the one the bundled weights came from: a distillation of
+    the meta-trained teacher, with the settings its record holds."""
     recipe = Recipe.load(SHIPPED)
-    shipped = json.loads((ROOT / "pretrained" / SHIPPED / "config.json").read_text())["training"]
-    expected = TrainConfig.normalize({**shipped, "init": str(Path("runs") / SHIPPED / "multi" / "best")})
-    assert recipe.stage(recipe.ship).config.to_dict() == expected
+    shipped = json.loads((ROOT / "pretrained" / SHIPPED / "config.json").read_text())
+    stage = recipe.stage(recipe.ship)
+    assert stage.distills and stage.config.teacher == str(Path("runs") / SHIPPED / "unroll100" / "best")
+    info = shipped["distillation"]
+    assert (info["steps"], info["lr"]) == (stage.config.steps, stage.config.lr)
+    for key, value in stage.config.rule_config.items():
+        assert shipped["config"][key] == value
+    assert {k: shipped["config"][k] for k in stage.config.teacher_config} == stage.config.teacher_config
+    # the teacher's own stage is the configuration the teacher was selected from
+    record = json.loads((ROOT / "recipes" / SHIPPED / "stages" / "unroll100" / "selected.json").read_text())
+    expected = TrainConfig.normalize({**record["training"], "init": str(Path("runs") / SHIPPED / "multi" / "best")})
+    assert recipe.stage("unroll100").config.to_dict() == expected
+
+
+def test_a_distillation_stage_runs_after_its_teacher(at_root, tmp_path, capsys):
+    """A ``"kind": "distill"`` stage takes an earlier stage's rule as its teacher (with
+    ``teacher_config`` set), collects and trains in its run folder, and is then done."""
+    raw = {"name": "tiny-recipe", "stages": [
+        {"name": "ff", "config": {"task": "fmnist17-d1", "rule": "ff", "rule_config": {"hidden": 8}}},
+        {"name": "lean", "kind": "distill", "config": {
+            "teacher": "@ff", "teacher_config": {"graph_every": 2}, "tasks": "fmnist17-d1", "rule": "pna",
+            "rule_config": {"hidden": 8, "layers": 1, "edge_hidden": 4, "head_hidden": 8}}}],
+        "evaluations": []}
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "recipe.json").write_text(json.dumps(raw))
+    args = ["recipe", str(tmp_path / "recipe"), "--smoke", "--runs", str(tmp_path / "runs"), "--no-progress"]
+    assert training_main(args) == 0
+    run = tmp_path / "runs" / "tiny-recipe" / "lean"
+    assert json.loads((run / "teacher" / "config.json").read_text())["config"]["graph_every"] == 2
+    student = json.loads((run / "best" / "config.json").read_text())
+    assert student["rule"] == "pna" and student["config"]["graph_every"] == 2  # the teacher's update form
+    assert [json.loads(line)["step"] for line in (run / "distill.jsonl").read_text().splitlines()] == [2, 4]
+    capsys.readouterr()
+    assert training_main(args + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "lean: done" in out and f"distill collect --teacher {run / 'teacher'}" in out
+    with pytest.raises(ValueError, match="not an earlier stage"):
+        raw["stages"].reverse()
+        (tmp_path / "recipe" / "recipe.json").write_text(json.dumps(raw))
+        Recipe.load(tmp_path / "recipe")
 
 
 def test_smoke_runs_the_first_stage_then_skips_it(at_root, tmp_path, capsys):
