@@ -375,6 +375,36 @@ def test_graph_every_reuses_the_context_between_graph_steps(rule_name, monkeypat
     assert ("graph_context" in opt.state) == has_graph
 
 
+def test_a_graph_step_frees_the_old_context_before_building_the_new_one(monkeypatch):
+    """Two contexts are never held at once (each is as large as the graph's edges), and the
+    momenta advance in the optimizer's own tensors."""
+    import weakref
+
+    torch.manual_seed(0)
+    rule = create("pna", hidden=8, layers=1, head_hidden=16)
+    model = small_cnn()
+    opt = GNNOptimizer(model, rule, graph_every=2)
+    alive = []
+    real = type(rule).embed
+    monkeypatch.setattr(type(rule), "embed", lambda self, *a, **k: alive.append(
+        [r() is not None for r in kept]) or real(self, *a, **k))
+    kept = []
+    x, y = small_batch()
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if "graph_context" in opt.state:
+            kept.append(weakref.ref(opt.state["graph_context"]))
+    assert [len(a) for a in alive] == [0, 2, 4]  # graph steps 0, 2 and 4, after 0, 2 and 4 kept
+    assert not any(any(a) for a in alive)  # ... every earlier context already gone
+    momenta = {id(opt.state[p]["momenta"]) for p in model.parameters()}
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert {id(opt.state[p]["momenta"]) for p in model.parameters()} == momenta
+
+
 def test_graph_every_resumes_exactly_and_validates(tmp_path):
     torch.manual_seed(0)
     model = small_cnn()
