@@ -25,6 +25,8 @@ BETAS: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
 RAW_FEATURES: int = 2 + len(BETAS)  # theta, grad, one momentum per beta
 FEATURE_SIZE: int = 2 * RAW_FEATURES
 PREPROCESS_P: float = 10.0
+#: per-tensor inputs of a rule's scale module (:func:`gnnopt.functional.tensor_features`)
+TENSOR_FEATURE_SIZE: int = 10
 _CHUNK = 32768  # elements per chunk of element_features
 
 

@@ -68,6 +68,7 @@ def learned_update(
     second_order: bool = False,
     context: Context | None = None,
     momenta_in_place: bool = False,
+    progress: tuple[int, int | None] | None = None,
 ) -> UpdateResult:
     """Compute every parameter's learned update in one pass of ``rule`` over ``graph``.
 
@@ -83,6 +84,8 @@ def learned_update(
         momenta_in_place: without autograd, advance the float32 ``momenta`` in place (and
             return them) instead of writing new tensors: 20 bytes per parameter less at the
             step's peak (``GNNOptimizer.step``, which owns them).
+        progress: ``(steps taken, the run's length or None)``, read by a rule's scale module
+            (:func:`tensor_features`); ``None``: step 0 of a run of unknown length.
 
     Shapes:
         internally everything is flattened to ``P = graph.num_elements`` elements:
@@ -141,7 +144,36 @@ def learned_update(
     scaled = (lambda d, f: d.mul_(f)) if lean else (lambda d, f: d * f)
     updates = [d.view(p.shape) if f == 1.0 else scaled(d.view(p.shape), f)
                for d, p, f in zip(delta.split(sizes), params, factors)]
+    if rule.scale is not None:  # each tensor's learned step multiplier
+        multipliers = rule.scale(tensor_features(graph, params, grads, progress, rule.config["fan_in_ref"])).exp()
+        updates = [scaled(u, m) for u, m in zip(updates, multipliers)]
     return UpdateResult(updates, new_momenta, rule_state, context)
+
+
+def tensor_features(graph: NeuralGraph, params: Sequence[Tensor], grads: Sequence[Tensor],
+                    progress: tuple[int, int | None] | None = None, fan_in_ref: int = 144) -> Tensor:
+    """What a rule's scale module reads of each tensor (``[T, TENSOR_FEATURE_SIZE]``, float32,
+    no gradient): ``log(fan_in / fan_in_ref) / 4`` (0 if unknown), whether it is a weight
+    (2-D or more), its place in the parameter order (0 first, 1 last), ``log`` of its size and
+    of the model's over 10, the training progress ``t / T`` (0 without ``T``), whether ``T`` is
+    known, ``log(1 + t) / 10``, and the ``log`` of the RMS of its parameters and of its
+    gradient over 10."""
+    step, total = progress if progress is not None else (0, None)
+    last = max(1, len(graph.shapes) - 1)
+    rows = [[math.log(f / fan_in_ref) / 4 if f else 0.0, float(len(shape) >= 2), i / last,
+             math.log(max(1, math.prod(shape))) / 10, math.log(max(1, graph.num_elements)) / 10,
+             step / total if total else 0.0, float(total is not None), math.log1p(step) / 10]
+            for i, (shape, f) in enumerate(zip(graph.shapes, fan_in(graph.shapes)))]
+    device = params[0].device if params else graph.device
+
+    def rms(t: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(t.detach(), dtype=torch.float32) / math.sqrt(max(1, t.numel()))
+
+    with torch.no_grad():
+        stats = [torch.stack([rms(p), rms(g)]) for p, g in zip(params, grads)]
+        stats = torch.stack(stats) if stats else torch.zeros(0, 2, device=device)
+        return torch.cat([torch.tensor(rows, dtype=torch.float32, device=device).view(-1, 8),
+                          stats.clamp_min(1e-12).log() / 10], dim=1)
 
 
 def fan_in(shapes: Sequence[tuple[int, ...]]) -> tuple[int | None, ...]:

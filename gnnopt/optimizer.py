@@ -272,8 +272,9 @@ class GNNOptimizer(torch.optim.Optimizer):
             self.state.pop(CONTEXT_KEY, None)
         # the momenta advance in place when every parameter takes this step (with finite
         # gradients they advance even if the rule's update then turns out non-finite)
+        progress = (self.state[params[0]]["step"], self.total_steps)  # what a scale module reads
         result = learned_update(self.rule, graph, thetas, grads, momenta, rule_state, context=reuse,
-                                momenta_in_place=all(apply_mask))
+                                momenta_in_place=all(apply_mask), progress=progress)
         if self.graph_every > 1:
             self.state[GRAPH_STEP_KEY] = count + 1
             if reuse is None and result.context.table is not None:

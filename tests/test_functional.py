@@ -41,7 +41,8 @@ def test_update_formula_and_momenta(rule_name="ff"):
     # delta = d * lambda * exp(lambda * m) with (d, m) read from the rule directly
     from gnnopt.features import element_features
     flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])
-    feats = element_features(flat(params).detach(), flat(grads), torch.cat([m.reshape(5, -1) for m in result.momenta], 1))
+    feats = element_features(flat(params).detach(), flat(grads),
+                             torch.cat([m.reshape(5, -1) for m in result.momenta], 1))
     out, _ = rule(feats, graph)
     expected = out[:, 0] * 0.01 * torch.exp(0.01 * out[:, 1])
     torch.testing.assert_close(flat(result.updates), expected)
@@ -153,3 +154,62 @@ def test_fan_in_power_scales_each_tensor_as_a_per_tensor_lr_would():
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b)
     assert not torch.equal(next(models[1].parameters()), next(model.parameters()))  # it did step
+
+
+def test_scale_module_starts_as_the_rule_and_then_multiplies_each_tensor():
+    """A scale module (``scale_hidden``) starts at zero output: the rule's own updates, bit for
+    bit. Its output ``s_t`` multiplies tensor ``t``'s update by ``exp(s_t)``, from what
+    :func:`tensor_features` reads: here the training progress and whether the length is known."""
+    from gnnopt import GNNOptimizer
+    from gnnopt.features import TENSOR_FEATURE_SIZE
+    from gnnopt.functional import tensor_features
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    named = list(model.named_parameters())
+    graph = build_neural_graph([n for n, _ in named], [p.shape for _, p in named])
+    params = [p.detach() for _, p in named]
+    grads = [torch.randn_like(p) for p in params]
+    momenta = [init_momenta(p) for p in params]
+    for hidden in (0, 4):
+        plain, scaled = create("pna", hidden=8, layers=1, head_hidden=8), create(
+            "pna", hidden=8, layers=1, head_hidden=8, scale_hidden=hidden)
+        scaled.load_state_dict({**scaled.state_dict(), **plain.state_dict()})
+        with torch.no_grad():
+            expected = learned_update(plain, graph, params, grads, momenta).updates
+            got = learned_update(scaled, graph, params, grads, momenta, progress=(5, 10)).updates
+        assert all(torch.equal(a, b) for a, b in zip(expected, got))
+
+    feats = tensor_features(graph, params, grads, (5, 10))
+    assert feats.shape == (len(params), TENSOR_FEATURE_SIZE) and torch.isfinite(feats).all()
+    assert torch.all(feats[:, 5] == 0.5) and torch.all(feats[:, 6] == 1.0)  # t / T, T known
+    assert torch.all(tensor_features(graph, params, grads)[:, 5:8] == 0)  # step 0, length unknown
+    torch.testing.assert_close(feats[:, 8], torch.stack([p.square().mean().sqrt().log() / 10 for p in params]))
+
+    # a linear module that doubles the update when the length is known
+    rule = create("ff", scale_hidden=0)
+    with torch.no_grad():
+        rule.scale.net[-1].weight[0, 6] = math.log(2.0)
+    x, y = small_batch()
+    steps = []
+    for total in (None, 100):
+        m = small_cnn()
+        m.load_state_dict(model.state_dict())
+        opt = GNNOptimizer(m, rule, total_steps=total)
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+        steps.append([a - b for a, b in zip(m.parameters(), model.parameters())])
+    for untold, told in zip(*steps):
+        torch.testing.assert_close(told, 2 * untold)
+
+
+def test_a_scale_module_is_added_to_a_saved_rule_and_trained_alone(tmp_path):
+    from gnnopt.training import TrainConfig
+    from gnnopt.training.init import initial_rule, trained_parameters
+
+    create("ff", hidden=8).save_pretrained(tmp_path / "ff")
+    cfg = TrainConfig(rule="ff", rule_config={"scale_hidden": 4}, init=str(tmp_path / "ff"), train_only="scale")
+    rule = initial_rule(cfg)
+    assert rule.config["hidden"] == 8 and rule.scale is not None
+    trained = trained_parameters(rule, cfg.trained_modules)
+    assert {id(p) for p in trained} == {id(p) for p in rule.scale.parameters()}

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .. import hub
-from ..features import FEATURE_SIZE
+from ..features import FEATURE_SIZE, TENSOR_FEATURE_SIZE
 from ..graph import NeuralGraph, role_features
 
 RuleState = dict[str, Tensor] | None
@@ -74,6 +74,31 @@ UPDATE_FORM_DEFAULTS: dict[str, Any] = {"fan_in_power": 0.0, "fan_in_ref": 144, 
                                         "anneal_fraction": 0.2}
 
 
+#: The optional scale module (issue "Tuning-free"): ``scale_hidden`` ``None`` (none, the
+#: default), 0 (a linear map) or the width of its hidden layer. It reads per-tensor features
+#: (the tensor's place and size, the training progress, its parameters' and gradients' RMS)
+#: and multiplies each tensor's update by ``exp(output)``; it starts at zero output, so adding
+#: it to a trained rule changes no update until it is meta-trained.
+SCALE_DEFAULTS: dict[str, Any] = {"scale_hidden": None}
+
+
+class ScaleModule(nn.Module):
+    """Per-tensor log step multipliers: ``[T, TENSOR_FEATURE_SIZE] -> [T]``, clamped to
+    ``±limit`` (a factor of at most e^6 either way)."""
+
+    limit: ClassVar[float] = 6.0
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.net = mlp(TENSOR_FEATURE_SIZE, hidden, 1, 2 if hidden else 1)
+        with torch.no_grad():  # exp(0) = 1: the rule's own updates until it is trained
+            self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+
+    def forward(self, feats: Tensor) -> Tensor:
+        return self.net(feats).squeeze(-1).clamp(-self.limit, self.limit)
+
+
 class UpdateRule(nn.Module):
     """Base class of learned update rules.
 
@@ -104,7 +129,7 @@ class UpdateRule(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        defaults = {**UPDATE_FORM_DEFAULTS, **self.defaults}
+        defaults = {**UPDATE_FORM_DEFAULTS, **SCALE_DEFAULTS, **self.defaults}
         unknown = set(config) - set(defaults)
         if unknown:
             raise ValueError(f"Unknown option(s) {sorted(unknown)} for rule '{self.name}'; "
@@ -123,13 +148,18 @@ class UpdateRule(nn.Module):
             raise ValueError(f"Invalid fan_in_power: {merged['fan_in_power']}")
         if not 0 < merged["anneal_fraction"] <= 1:
             raise ValueError(f"Invalid anneal_fraction: {merged['anneal_fraction']} (0 < it <= 1)")
+        hidden = merged["scale_hidden"]
+        if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0):
+            raise ValueError(f"Invalid scale_hidden: {hidden!r} (None, or an integer >= 0)")
         json.dumps(merged)  # config must be JSON-able
         self.config: dict[str, Any] = merged
+        self.scale = ScaleModule(hidden) if hidden is not None else None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         # a rule pickled before an update-form option existed gets its default (no change)
-        self.config = {**UPDATE_FORM_DEFAULTS, **self.config}
+        self.config = {**UPDATE_FORM_DEFAULTS, **SCALE_DEFAULTS, **self.config}
+        self.__dict__.setdefault("scale", None)
 
     # -- the graph this rule expects -------------------------------------------------
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..rules import Head, UpdateRule, create, load_rule
-from ..rules.base import UPDATE_FORM_DEFAULTS
+from ..rules.base import SCALE_DEFAULTS, UPDATE_FORM_DEFAULTS
 from .config import TrainConfig
 
 
@@ -17,18 +17,24 @@ def initial_rule(cfg: TrainConfig) -> UpdateRule:
     a fine-tune needs no repeat of them; an architecture option given explicitly must match the
     saved rule, while the update form (:data:`~gnnopt.rules.base.UPDATE_FORM_DEFAULTS`: they
     change no weight) may differ: the run then trains the saved weights under the new form.
+    ``scale_hidden`` may add a scale module to a saved rule without one (phase B of
+    docs/NEXT_RULE.md: ``--train-only scale`` then meta-trains it alone).
     """
     saved = load_rule(cfg.init) if cfg.init is not None else None
     defaults = saved.config if saved is not None and saved.name == cfg.rule else {}
     rule = create(cfg.rule, **{**defaults, **cfg.rule_config})  # validates the options, draws as before
     if saved is not None:
+        # a scale module may be added to a saved rule that has none (it starts at zero output)
+        adds_scale = saved.scale is None and rule.scale is not None
+
         def architecture(config: dict) -> dict:
-            return {k: v for k, v in config.items() if k not in UPDATE_FORM_DEFAULTS}
+            return {k: v for k, v in config.items()
+                    if k not in UPDATE_FORM_DEFAULTS and not (adds_scale and k in SCALE_DEFAULTS)}
 
         if saved.name != cfg.rule or architecture(rule.config) != architecture(saved.config):
             raise ValueError(f"--init {cfg.init}: a {saved.name} rule with {saved.config}, but this run trains a "
                              f"{cfg.rule} rule with {rule.config}")
-        rule.load_state_dict(saved.state_dict())
+        rule.load_state_dict({**rule.state_dict(), **saved.state_dict()})
     if cfg.init_head is not None:
         transplant_head(load_rule(cfg.init_head).head, rule.head, label=cfg.init_head)
     return rule

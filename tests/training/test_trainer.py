@@ -535,6 +535,16 @@ def test_es_estimates_the_meta_gradient_that_back_propagation_computes(data):
         TrainConfig(objective="es", second_order=True)
 
 
+def test_episodes_tell_a_scale_module_their_progress(data):
+    """Meta-training passes each inner step's place in its episode (``t`` of ``length``) to
+    the rule, so a scale module's progress inputs get a meta-gradient."""
+    torch.manual_seed(0)
+    rule = FFRule(hidden=8, layers=1, scale_hidden=0)
+    _one_segment(rule, TrainConfig(rule="ff", objective="tbptt", unroll=4), data, 4)
+    grad = rule.scale.net[-1].weight.grad[0]
+    assert grad[5] != 0 and grad[6] != 0  # t / T and "T known"
+
+
 def test_es_tail_scores_the_runs_on_their_last_steps(data):
     """``es_tail``: the perturbed runs are scored on their last steps only. A tail as long as
     the segment is the default; a shorter one estimates another gradient, from the same draws,

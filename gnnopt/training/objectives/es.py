@@ -27,7 +27,7 @@ def _rollout(rule: UpdateRule, ep: Episode, cfg: TrainConfig, batches: list[tupl
         grads = torch.autograd.grad(opt.loss(leaves, batches[t]), leaves)
         with torch.no_grad():
             result = learned_update(rule, opt.graph, [p.detach() for p in leaves], grads, momenta, state,
-                                    context=reused_context(cfg, ep.done + t, table))
+                                    context=reused_context(cfg, ep.done + t, table), progress=(ep.done + t, ep.length))
             params = [p.detach() + u for p, u in zip(leaves, result.updates)]
             momenta, state, table = result.momenta, result.rule_state, kept_context(cfg, result)
             losses.append(opt.loss(params, batches[t + 1]).item())

@@ -27,7 +27,7 @@ def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight:
             leaves = [p.requires_grad_() for p in params]
             grads = torch.autograd.grad(opt.loss(leaves, batch), leaves)
             result = learned_update(rule, opt.graph, params, grads, momenta, state,
-                                    context=reused_context(cfg, ep.done + t, table))
+                                    context=reused_context(cfg, ep.done + t, table), progress=(ep.done + t, ep.length))
             new = [p.detach() + u for p, u in zip(params, result.updates)]
             meta = opt.loss(new, batch)
             backward(meta * (weight / steps))

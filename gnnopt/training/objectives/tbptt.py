@@ -47,7 +47,8 @@ def segment(rule: UpdateRule, ep: Episode, cfg: TrainConfig, steps: int, weight:
             grads = torch.autograd.grad(loss, current, retain_graph=t > 0 or cfg.second_order,
                                         create_graph=cfg.second_order)
             result = update(rule, opt.graph, current, grads, momenta, state, second_order=cfg.second_order,
-                            context=reused_context(cfg, ep.done + done + t, table))
+                            context=reused_context(cfg, ep.done + done + t, table),
+                            progress=(ep.done + done + t, ep.length))
             table = kept_context(cfg, result)
             current = [p + u for p, u in zip(current, result.updates)]
             momenta, state = result.momenta, result.rule_state
