@@ -216,7 +216,8 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
                    else TrainConfig.from_dict({**cfg.to_dict(), **SMOKE}))
         out = runs / recipe.name / stage.name
         state = status(out, cfg)
-        print(f"\n[{i}/{len(stages)}] {stage.name}: {state}\n  why: {stage.why}\n  {command(cfg, out)}")
+        lines = command(cfg, out).replace("\n", "\n  ")
+        print(f"\n[{i}/{len(stages)}] {stage.name}: {state}\n  why: {stage.why}\n  {lines}")
         if dry_run or state == "done":
             continue
         if isinstance(cfg, DistillConfig):  # the teacher as it is used, then collect and train
