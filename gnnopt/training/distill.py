@@ -235,6 +235,10 @@ class DistillConfig:
             raise ValueError(f"unknown distillation option(s) {sorted(unknown)}; valid: {sorted(names)}")
         if "teacher" not in options:
             raise ValueError("a distillation stage needs a teacher")
+        wrong = set(options.get("teacher_config", {})) - set(UPDATE_FORM_DEFAULTS)
+        if wrong:
+            raise ValueError(f"teacher_config may set only {', '.join(sorted(UPDATE_FORM_DEFAULTS))} (options that "
+                             f"change no weight), not {', '.join(sorted(wrong))}")
         return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:

@@ -76,6 +76,10 @@ def test_a_distillation_stage_runs_after_its_teacher(at_root, tmp_path, capsys):
     assert training_main(args + ["--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "lean: done" in out and f"distill collect --teacher {run / 'teacher'}" in out
+    raw["stages"][1]["config"]["teacher_config"] = {"hidden": 4}
+    (tmp_path / "recipe" / "recipe.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="teacher_config may set only"):
+        Recipe.load(tmp_path / "recipe")
     with pytest.raises(ValueError, match="not an earlier stage"):
         raw["stages"].reverse()
         (tmp_path / "recipe" / "recipe.json").write_text(json.dumps(raw))
