@@ -159,11 +159,8 @@ def tensor_features(graph: NeuralGraph, params: Sequence[Tensor], grads: Sequenc
     known, ``log(1 + t) / 10``, and the ``log`` of the RMS of its parameters and of its
     gradient over 10."""
     step, total = progress if progress is not None else (0, None)
-    last = max(1, len(graph.shapes) - 1)
-    rows = [[math.log(f / fan_in_ref) / 4 if f else 0.0, float(len(shape) >= 2), i / last,
-             math.log(max(1, math.prod(shape))) / 10, math.log(max(1, graph.num_elements)) / 10,
-             step / total if total else 0.0, float(total is not None), math.log1p(step) / 10]
-            for i, (shape, f) in enumerate(zip(graph.shapes, fan_in(graph.shapes)))]
+    moving = [step / total if total else 0.0, float(total is not None), math.log1p(step) / 10]
+    rows = [[*fixed, *moving] for fixed in _layout_features(graph.shapes, fan_in_ref)]
     device = params[0].device if params else graph.device
 
     def rms(t: Tensor) -> Tensor:
@@ -174,6 +171,15 @@ def tensor_features(graph: NeuralGraph, params: Sequence[Tensor], grads: Sequenc
         stats = torch.stack(stats) if stats else torch.zeros(0, 2, device=device)
         return torch.cat([torch.tensor(rows, dtype=torch.float32, device=device).view(-1, 8),
                           stats.clamp_min(1e-12).log() / 10], dim=1)
+
+
+@lru_cache(maxsize=256)
+def _layout_features(shapes: tuple[tuple[int, ...], ...], fan_in_ref: int) -> tuple[tuple[float, ...], ...]:
+    """The first five columns of :func:`tensor_features`, which depend on the layout only."""
+    last, total = max(1, len(shapes) - 1), max(1, sum(math.prod(s) for s in shapes))
+    return tuple((math.log(f / fan_in_ref) / 4 if f else 0.0, float(len(shape) >= 2), i / last,
+                  math.log(max(1, math.prod(shape))) / 10, math.log(total) / 10)
+                 for i, (shape, f) in enumerate(zip(shapes, fan_in(shapes))))
 
 
 def fan_in(shapes: Sequence[tuple[int, ...]]) -> tuple[int | None, ...]:

@@ -270,9 +270,9 @@ class GNNOptimizer(torch.optim.Optimizer):
         else:  # the graph runs: the old context goes (no reference left) before the new one is built
             reuse = None
             self.state.pop(CONTEXT_KEY, None)
+        progress = (self.state[params[0]]["step"], self.total_steps)  # what a scale module reads
         # the momenta advance in place when every parameter takes this step (with finite
         # gradients they advance even if the rule's update then turns out non-finite)
-        progress = (self.state[params[0]]["step"], self.total_steps)  # what a scale module reads
         result = learned_update(self.rule, graph, thetas, grads, momenta, rule_state, context=reuse,
                                 momenta_in_place=all(apply_mask), progress=progress)
         if self.graph_every > 1:
