@@ -8,9 +8,10 @@ For every parameter element (Kofinas et al. 2024, sec. 4.3; Metz et al. 2019)::
     d, m   =  rule.readout(x, c)                      (the per-element head)
     delta  =  d * lambda * exp(lambda * m) * s_t      (lambda = rule.config["update_scale"])
 
-where ``s_t = (fan_in_ref / fan_in_t) ** fan_in_power`` is a fixed factor of each parameter
-tensor ``t`` from its shape (:func:`fan_in_factors`; 1 with the default ``fan_in_power`` 0): a
-structural step size, larger for layers with few inputs and smaller for wide ones.
+where ``s_t = (fan_in_ref / fan_in_t) ** fan_in_power * (depth_ref / depth) ** depth_power`` is
+a fixed factor of each parameter tensor ``t`` from the model's layout (:func:`step_factors`; 1
+with the default powers 0): a structural step size, larger for layers with few inputs and
+smaller for wide ones, larger in shallow models and smaller in deep ones.
 
 A ``context`` from an earlier step may be passed in, and is then read instead of running
 the graph part again (the amortized step, ``GNNOptimizer(graph_every=K)``).
@@ -140,7 +141,8 @@ def learned_update(
     else:
         delta = direction * scale * torch.exp(scale * magnitude)
 
-    factors = fan_in_factors(graph.shapes, rule.config["fan_in_power"], rule.config["fan_in_ref"])
+    factors = step_factors(graph.shapes, *(rule.config[k] for k in ("fan_in_power", "fan_in_ref", "depth_power",
+                                                                     "depth_ref")))
     scaled = (lambda d, f: d.mul_(f)) if lean else (lambda d, f: d * f)
     updates = [d.view(p.shape) if f == 1.0 else scaled(d.view(p.shape), f)
                for d, p, f in zip(delta.split(sizes), params, factors)]
@@ -203,6 +205,20 @@ def fan_in_factors(shapes: tuple[tuple[int, ...], ...], power: float, ref: int) 
     if power == 0:
         return (1.0,) * len(shapes)
     return tuple(1.0 if f is None or f < 1 else (ref / f) ** power for f in fan_in(shapes))
+
+
+def depth(shapes: Sequence[tuple[int, ...]]) -> int:
+    """A layout's depth: its number of weight tensors (2-D or more), at least 1."""
+    return max(1, sum(len(shape) >= 2 for shape in shapes))
+
+
+@lru_cache(maxsize=256)
+def step_factors(shapes: tuple[tuple[int, ...], ...], fan_in_power: float, fan_in_ref: int, depth_power: float,
+                 depth_ref: int) -> tuple[float, ...]:
+    """Each tensor's structural step factor: its fan-in factor (:func:`fan_in_factors`) times
+    ``(depth_ref / depth) ** depth_power``, the same for every tensor of the model."""
+    factor = (depth_ref / depth(shapes)) ** depth_power if depth_power else 1.0
+    return tuple(f * factor for f in fan_in_factors(shapes, fan_in_power, fan_in_ref))
 
 
 def anneal_factor(step: int, total_steps: int | None, fraction: float) -> float:

@@ -18,6 +18,7 @@ from gnnopt.features import BETAS, FEATURE_SIZE, element_features, preprocess
 from gnnopt.graph import build_neural_graph
 from gnnopt.rules import Head, create
 from gnnopt.rules.pna import PNALayer
+from gnnopt.rules.rt import RelationalAttention
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -132,6 +133,26 @@ def test_pna_layer_matches_plain_formula(monkeypatch, chunk_size, grad, bare_edg
             torch.testing.assert_close(got, want, **TOL)
 
 
+@pytest.mark.parametrize("chunk_size", [65536, 7])
+@pytest.mark.parametrize("edge_hidden", [None, 3], ids=["paper", "lean"])
+def test_rt_layer_on_blocks_matches_the_edge_list(monkeypatch, chunk_size, edge_hidden):
+    """An optimizer step's attention, merged from partial softmaxes over chunks of layer blocks,
+    is the per-edge softmax of meta-training."""
+    torch.manual_seed(0)
+    graph = _graph(_mixed_kernels())
+    layer = RelationalAttention(8, 2, edge_hidden).double()
+    x = torch.randn(graph.num_nodes, 8, dtype=torch.float64)
+    edge_attr = torch.randn(graph.num_edges, edge_hidden or 8, dtype=torch.float64)
+    expected = layer(x, edge_attr, graph.edge_index)
+    monkeypatch.setattr(RelationalAttention, "block_chunk_size", chunk_size)
+    with torch.no_grad():
+        copy = edge_attr.clone()
+        x_new, edges_new = layer(x, copy, graph, in_place=True)
+    torch.testing.assert_close(x_new, expected[0], **TOL)
+    torch.testing.assert_close(edges_new, expected[1], **TOL)
+    assert edges_new.data_ptr() == copy.data_ptr()  # written over the old table
+
+
 def test_element_features_chunks(monkeypatch):
     g = torch.Generator().manual_seed(0)
     theta, grad = torch.randn(23, generator=g), torch.randn(23, generator=g) * 1e-5
@@ -177,8 +198,11 @@ def test_graph_rules_step_a_model_without_layers(rule_name):
     assert torch.isfinite(model.weight).all() and not torch.equal(model.weight, before)
 
 
-@pytest.mark.parametrize("rule_name", ["pna", "ff", "lstm", "rt", "pna_lstm"])
-def test_lean_step_matches_the_tracked_update(monkeypatch, rule_name):
+@pytest.mark.parametrize("rule_name, config", [
+    ("pna", {"fan_in_power": 0.5}), ("ff", {}), ("lstm", {}), ("rt", {}), ("pna_lstm", {}),
+    ("rt", {"edge_hidden": 4}), ("pna_lstm", {"hidden": 16, "edge_hidden": 4, "message_hidden": 6, "head_hidden": 8}),
+], ids=["pna", "ff", "lstm", "rt", "pna_lstm", "rt-lean", "pna_lstm-lean"])
+def test_lean_step_matches_the_tracked_update(monkeypatch, rule_name, config):
     """Without autograd (an optimizer step) the update is computed in place, momenta go
     straight into one table and a row-reading rule never gets the whole feature table; it is
     the same update and the same momenta as with autograd on."""
@@ -187,7 +211,7 @@ def test_lean_step_matches_the_tracked_update(monkeypatch, rule_name):
     torch.manual_seed(0)
     model = _mixed_kernels()
     named = list(model.named_parameters())
-    rule = create(rule_name, **({"fan_in_power": 0.5} if rule_name == "pna" else {}))
+    rule = create(rule_name, **config)
     graph = build_neural_graph([n for n, _ in named], [p.shape for _, p in named])
     params = [p.detach() for _, p in named]
     grads = [torch.randn_like(p) for p in params]
@@ -195,6 +219,8 @@ def test_lean_step_matches_the_tracked_update(monkeypatch, rule_name):
     monkeypatch.setattr(features, "_CHUNK", 7)
     monkeypatch.setattr(Head, "chunk_size", 11)
     monkeypatch.setattr(type(graph), "chunk_elements", 5)
+    monkeypatch.setattr(PNALayer, "block_chunk_size", 7)
+    monkeypatch.setattr(RelationalAttention, "block_chunk_size", 7)
     seen = []
     real_readout = type(rule).readout
     monkeypatch.setattr(type(rule), "readout", lambda self, feats, *a: seen.append(type(feats).__name__)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.nn import functional as F
 from torch.func import functional_call
@@ -127,19 +128,23 @@ def test_fan_in_of_weights_and_their_biases_and_norms():
     assert fan_in_factors(shapes, 0.0, 144) == (1.0,) * len(shapes)
 
 
-def test_fan_in_power_scales_each_tensor_as_a_per_tensor_lr_would():
-    """fan_in_power is a fixed per-tensor factor of the update: the same as giving each tensor
-    its own param group with lr (ref / fan_in) ** power."""
+@pytest.mark.parametrize("form", [{"fan_in_power": 0.5}, {"fan_in_power": 0.5, "depth_power": 1.0, "depth_ref": 6}])
+def test_structural_factors_scale_each_tensor_as_a_per_tensor_lr_would(form):
+    """fan_in_power and depth_power are fixed per-tensor factors of the update: the same as
+    giving each tensor its own param group with lr (ref / fan_in) ** α * (ref / depth) ** β."""
     from gnnopt import GNNOptimizer
-    from gnnopt.functional import fan_in_factors
+    from gnnopt.functional import depth, fan_in_factors, step_factors
 
     torch.manual_seed(0)
     model = small_cnn()
     x, y = small_batch()
-    base, scaled = create("ff"), create("ff", fan_in_power=0.5)
+    base, scaled = create("ff"), create("ff", **form)
     scaled.load_state_dict(base.state_dict())
     shapes = tuple(tuple(p.shape) for p in model.parameters())
-    factors = fan_in_factors(shapes, 0.5, 144)
+    factors = step_factors(shapes, 0.5, 144, form.get("depth_power", 0.0), form.get("depth_ref", 4))
+    if "depth_power" in form:  # one more factor, the same for every tensor
+        assert depth(shapes) == 3
+        assert factors == tuple(f * 2.0 for f in fan_in_factors(shapes, 0.5, 144))
     assert len(set(factors)) > 1
     models = [small_cnn() for _ in range(2)]
     for m in models:

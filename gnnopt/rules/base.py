@@ -67,11 +67,13 @@ def get_rule_class(name: str) -> type[UpdateRule]:
 #:
 #: * ``fan_in_power`` (α): each tensor's update is multiplied by ``(fan_in_ref / fan_in) ** α``,
 #:   its fan-in being in-features × kernel positions (a bias takes its layer's); 0 turns it off.
+#: * ``depth_power`` (β): every update is multiplied by ``(depth_ref / depth) ** β``, the depth
+#:   being the number of weight tensors (2-D or more) in the model; 0 turns it off.
 #: * ``graph_every``: the default of ``GNNOptimizer(graph_every=...)`` for this rule.
 #: * ``anneal_fraction``: with ``GNNOptimizer(total_steps=T)``, the update decays linearly to 0
 #:   over this last fraction of the T steps (:func:`gnnopt.functional.anneal_factor`).
-UPDATE_FORM_DEFAULTS: dict[str, Any] = {"fan_in_power": 0.0, "fan_in_ref": 144, "graph_every": 1,
-                                        "anneal_fraction": 0.2}
+UPDATE_FORM_DEFAULTS: dict[str, Any] = {"fan_in_power": 0.0, "fan_in_ref": 144, "depth_power": 0.0, "depth_ref": 4,
+                                        "graph_every": 1, "anneal_fraction": 0.2}
 
 
 #: The optional scale module (issue "Tuning-free"): ``scale_hidden`` ``None`` (none, the
@@ -144,8 +146,9 @@ class UpdateRule(nn.Module):
                 raise ValueError(f"Invalid {key}: {value!r} (a number is required)")
         if not merged["update_scale"] > 0:
             raise ValueError(f"Invalid update_scale: {merged['update_scale']}")
-        if not math.isfinite(merged["fan_in_power"]):
-            raise ValueError(f"Invalid fan_in_power: {merged['fan_in_power']}")
+        for key in ("fan_in_power", "depth_power"):
+            if not math.isfinite(merged[key]):
+                raise ValueError(f"Invalid {key}: {merged[key]}")
         if not 0 < merged["anneal_fraction"] <= 1:
             raise ValueError(f"Invalid anneal_fraction: {merged['anneal_fraction']} (0 < it <= 1)")
         hidden = merged["scale_hidden"]

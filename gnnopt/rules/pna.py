@@ -97,7 +97,7 @@ class PNALayer(MessagePassing):
         msg_target, msg_source = self.msg_target(x), self.msg_source(x)
         partials: list[tuple[int, Tensor]] = []  # (first node, [rows, 4, M] sum/sum sq/min/max)
         to_sources: tuple[slice, Tensor] | None = None  # the sources' moments, merged over target chunks
-        for _, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
+        for _, targets, sources, block in block_chunks(graph, edge_attr, self.block_chunk_size):
             scale, shift = self.film(block).chunk(2, dim=-1)  # [chunk targets, sources, M]
             forward = msg_target[targets].unsqueeze(1) + msg_source[sources].unsqueeze(0)
             reverse = msg_source[targets].unsqueeze(1) + msg_target[sources].unsqueeze(0)
@@ -124,7 +124,7 @@ class PNALayer(MessagePassing):
         if not torch.is_grad_enabled():
             table = edge_attr if in_place else edge_attr.new_empty(edge_attr.shape)
         chunks = []
-        for rows, targets, sources, block in _block_chunks(graph, edge_attr, self.block_chunk_size):
+        for rows, targets, sources, block in block_chunks(graph, edge_attr, self.block_chunk_size):
             # phi_e's first layer, W_s v_i + W_e e_ij + W_t v_j + b, on the edge from source i to target j
             update = edge_source[sources].unsqueeze(0) + edge_target[targets].unsqueeze(1) + F.linear(
                 block, self.edge_self.weight)
@@ -188,7 +188,7 @@ class PNALayer(MessagePassing):
         return pna_aggregate(inputs, index, degree, self.aggr_module.avg_deg_log)
 
 
-def _block_chunks(graph: NeuralGraph, edge_attr: Tensor, size: int):
+def block_chunks(graph: NeuralGraph, edge_attr: Tensor, size: int):
     """``(edge rows, target nodes, source nodes, edge_attr rows as [targets, sources, D])`` for
     chunks of about ``size`` edges: whole target rows of one layer block at a time, in edge order."""
     for first, source_start, sources, target_start, targets in graph.node_blocks:
@@ -246,6 +246,21 @@ def _pair_sum(table: Tensor, pairs: Tensor) -> Tensor:
     return F.embedding_bag(pairs, table, mode="sum")
 
 
+def encode_edges(encoder: nn.Sequential, feats: Tensor, graph: NeuralGraph, out: Tensor | None = None) -> Tensor:
+    """A two-layer edge encoder (:func:`~.base.mlp`, as wide as its output) on every edge's
+    kernel features; ``out``: without autograd, an ``[E, D]`` table to write them into."""
+    # the first layer reads only the occupied kernel positions of each edge
+    first, act, last = encoder
+    if out is None or torch.is_grad_enabled():
+        return last(act(graph.edge_linear(feats, first.weight, first.bias)))
+    # the hidden layer is as wide as the output: both live in ``out``, a chunk at a time
+    hidden = graph.edge_linear(feats, first.weight, first.bias, out=out)
+    for start in range(0, hidden.shape[0], graph.chunk_elements):
+        rows = hidden[start: start + graph.chunk_elements]
+        rows.copy_(last(act(rows)))
+    return out
+
+
 class GraphEncoder(nn.Module):
     """Embeds node features (attached elements + roles) and edge features (kernels)."""
 
@@ -258,16 +273,36 @@ class GraphEncoder(nn.Module):
         """``out``: without autograd, an ``[E, D]`` table to write the edge embeddings into."""
         roles = graph.node_roles.to(feats.dtype)
         nodes = self.node(torch.cat([graph.node_features(feats), roles], dim=1))
-        # the first layer reads only the occupied kernel positions of each edge
-        first, act, last = self.edge
-        if out is None or torch.is_grad_enabled():
-            return nodes, last(act(graph.edge_linear(feats, first.weight, first.bias)))
-        # the hidden layer is as wide as the output: both live in ``out``, a chunk at a time
-        hidden = graph.edge_linear(feats, first.weight, first.bias, out=out)
-        for start in range(0, hidden.shape[0], graph.chunk_elements):
-            rows = hidden[start: start + graph.chunk_elements]
-            rows.copy_(last(act(rows)))
-        return nodes, out
+        return nodes, encode_edges(self.edge, feats, graph, out)
+
+
+def positive_width(config: dict, key: str) -> None:
+    """Check an optional width option: ``None`` or a positive integer."""
+    value = config[key]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"Invalid {key}: {value!r} (a positive integer or None is required)")
+
+
+def readout_buffer(feats: Tensor, graph: NeuralGraph, width: int) -> Tensor | None:
+    """Without autograd, the ``[E + N + 1, width]`` readout table that the edge embeddings
+    live in from the encoder on (every layer overwrites them), so that a step holds one
+    ``E x D`` table, not three; ``None`` under autograd."""
+    if torch.is_grad_enabled() or graph.num_edges == 0:
+        return None
+    return feats.new_empty(graph.num_edges + graph.num_nodes + 1, width)
+
+
+def edge_table_embedding(rule: UpdateRule, feats: Tensor, graph: NeuralGraph) -> Tensor:
+    """The readout table of a rule made of ``encoder`` (a :class:`GraphEncoder`), ``layers``
+    (each ``(nodes, edges, graph, in_place=True) -> (nodes, edges)``), an optional
+    ``node_readout`` and a ``head``: ``pna`` and ``rt``."""
+    table = readout_buffer(feats, graph, rule.head.embed_dim)
+    nodes, edges = rule.encoder(feats, graph, out=None if table is None else table[: graph.num_edges])
+    for layer in rule.layers:
+        nodes, edges = layer(nodes, edges, graph, in_place=True)  # the old edges are not read again
+    if rule.node_readout is not None:
+        nodes = rule.node_readout(nodes)
+    return graph.readout_table(edges, nodes, table)
 
 
 class PNARule(UpdateRule):
@@ -292,9 +327,7 @@ class PNARule(UpdateRule):
     def __init__(self, **config) -> None:
         super().__init__(**config)
         for key in ("edge_hidden", "message_hidden"):
-            value = self.config[key]
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"Invalid {key}: {value!r} (a positive integer or None is required)")
+            positive_width(self.config, key)
         hidden, edge = self.config["hidden"], self.config["edge_hidden"] or self.config["hidden"]
         self.encoder = GraphEncoder(self.node_input_size, self.edge_input_size, hidden, edge)
         self.layers = nn.ModuleList(
@@ -306,13 +339,4 @@ class PNARule(UpdateRule):
         self.head = Head(edge, self.config["head_hidden"], self.config["head_layers"])
 
     def embed(self, feats: Tensor, graph: NeuralGraph, state: RuleState = None) -> tuple[Tensor, RuleState]:
-        # without autograd the edges live in the first rows of the readout table from the start
-        # and every layer overwrites them, so the step holds one E x D table, not three
-        edges_first = not torch.is_grad_enabled() and graph.num_edges > 0
-        table = feats.new_empty(graph.num_edges + graph.num_nodes + 1, self.head.embed_dim) if edges_first else None
-        nodes, edges = self.encoder(feats, graph, out=None if table is None else table[: graph.num_edges])
-        for layer in self.layers:
-            nodes, edges = layer(nodes, edges, graph, in_place=True)  # the old edges are not read again
-        if self.node_readout is not None:
-            nodes = self.node_readout(nodes)
-        return graph.readout_table(edges, nodes, table), None
+        return edge_table_embedding(self, feats, graph), None
