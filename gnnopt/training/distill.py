@@ -14,6 +14,11 @@ window's graph step and at one step inside it (parameters, gradients and updated
 ``train`` fits the student so that, reading its context from the graph step and its features
 from the later step, its update matches the teacher's on the same pair (the amortized step, as
 the student will be used), scored per tensor relative to the teacher's update size.
+
+A stateful student (``pna_lstm``) needs its own recurrent state as it would have it, so its data
+are collected in runs of consecutive windows (``collect --segments N``): it is trained over each
+run in order, carrying its state from one graph step to the next, and scored after the first
+:data:`BURN_IN` windows of the run (its state starts at zero there, mid-trajectory).
 """
 from __future__ import annotations
 
@@ -36,11 +41,14 @@ from ..features import BETAS, element_features, update_momenta
 from ..graph import build_neural_graph, infer_kinds
 from ..optimizer import GNNOptimizer
 from ..rules import create
-from ..rules.base import UPDATE_FORM_DEFAULTS, UpdateRule
+from ..rules.base import UPDATE_FORM_DEFAULTS, RuleState, UpdateRule
 
 
 #: the teacher's update multiplier on trajectory ``seed`` (cycled): states off its own path too
 LR_CYCLE = (1.0, 0.5, 2.0, 1.0, 0.7, 1.4)
+
+#: windows at the start of each run that a stateful student reads but is not scored on
+BURN_IN = 3
 
 
 def _raw_inputs(optimizer: GNNOptimizer) -> Tensor:
@@ -55,16 +63,23 @@ def _raw_inputs(optimizer: GNNOptimizer) -> Tensor:
 
 
 def collect(teacher: UpdateRule, task_name: str, data: Dataset, *, steps: int, seed: int, lr: float, windows: int,
-            graph_every: int, out: Path) -> None:
+            graph_every: int, out: Path, segments: int = 0) -> None:
     """One trajectory of ``task_name`` under the teacher (update multiplier ``lr``);
-    ``windows`` windows of ``graph_every`` steps, drawn at random, saved to ``out``."""
+    ``windows`` windows of ``graph_every`` steps, drawn at random (with ``segments``, as that
+    many runs of consecutive windows), saved to ``out``."""
     task = get_task(task_name)
     torch.manual_seed(seed)
     model = task.build_model()
     optimizer = GNNOptimizer(model, teacher, lr=lr, graph_every=graph_every)
     stream = BatchStream(data.train, task.batch_size, torch.Generator().manual_seed(seed))
     rng = random.Random(seed)
-    chosen = set(rng.sample(range(steps // graph_every), min(windows, steps // graph_every)))
+    count = steps // graph_every
+    if segments:
+        length = max(1, windows // segments)
+        starts = rng.sample(range(0, count - length + 1, length), min(segments, count // length))
+        chosen = {start + i for start in starts for i in range(length)}
+    else:
+        chosen = set(rng.sample(range(count), min(windows, count)))
     offsets = {w: rng.randrange(graph_every) for w in chosen}
     pairs, anchor = [], None
     for step in range(steps):
@@ -75,10 +90,11 @@ def collect(teacher: UpdateRule, task_name: str, data: Dataset, *, steps: int, s
         if window in chosen and offset == 0:
             anchor = _raw_inputs(optimizer)
         if window in chosen and offset == offsets[window]:
-            pairs.append({"step": step, "anchor": anchor, "later": _raw_inputs(optimizer)})
+            pairs.append({"step": step, "window": window, "anchor": anchor, "later": _raw_inputs(optimizer)})
         optimizer.step()
     names = [n for n, _ in model.named_parameters()]
-    torch.save({"task": task_name, "seed": seed, "lr": lr, "graph_every": graph_every, "names": names,
+    torch.save({"task": task_name, "seed": seed, "lr": lr, "graph_every": graph_every, "segments": segments,
+                "names": names,
                 "shapes": [tuple(p.shape) for p in model.parameters()], "kinds": infer_kinds(model),
                 "pairs": pairs}, out)
 
@@ -97,7 +113,7 @@ def main_collect(args: argparse.Namespace) -> None:
             start = time.time()
             partial = path.with_suffix(".partial")
             collect(teacher, task_name, data, steps=args.steps, seed=seed, lr=LR_CYCLE[(seed - 1) % len(LR_CYCLE)],
-                    windows=args.windows, graph_every=graph_every, out=partial)
+                    windows=args.windows, graph_every=graph_every, out=partial, segments=args.segments)
             partial.rename(path)  # a file under its final name is complete
             print(f"{path.name}: {time.time() - start:.0f} s", flush=True)
 
@@ -108,7 +124,7 @@ class _Pairs:
     def __init__(self, files: list[Path], teacher: UpdateRule, student: UpdateRule) -> None:
         self.items: list[dict[str, Any]] = []
         scale = teacher.config["update_scale"]
-        for path in files:
+        for number, path in enumerate(files):
             blob = torch.load(path)
             kinds = [blob["kinds"].get(n) for n in blob["names"]]
             graphs = {options: build_neural_graph(blob["names"], blob["shapes"], kinds, **dict(options))
@@ -122,10 +138,23 @@ class _Pairs:
                     d, m = teacher.readout(_features(pair["later"]), context, teacher_graph).unbind(1)
                 target = d * scale * torch.exp(scale * m)
                 self.items.append({"task": blob["task"], "anchor": pair["anchor"], "later": pair["later"],
-                                   "target": target, "graph": student_graph, "sizes": sizes})
+                                   "target": target, "graph": student_graph, "sizes": sizes, "file": number,
+                                   "window": pair.get("window")})
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def runs(self) -> list[list[dict[str, Any]]]:
+        """The pairs as runs of consecutive windows of one trajectory, each in order."""
+        runs: list[list[dict[str, Any]]] = []
+        for item in sorted(self.items, key=lambda i: (i["file"], i["window"] or 0)):
+            last = runs[-1][-1] if runs else None
+            if last is not None and last["file"] == item["file"] and item["window"] is not None \
+                    and last["window"] is not None and item["window"] == last["window"] + 1:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        return runs
 
 
 def _features(raw: Tensor) -> Tensor:
@@ -140,22 +169,36 @@ def relative_error(delta: Tensor, target: Tensor, sizes: list[int]) -> Tensor:
     return torch.stack(errors).mean()
 
 
-def student_update(student: UpdateRule, item: dict[str, Any]) -> Tensor:
-    """The student's update on a pair: context from the anchor, readout at the later step."""
+def student_update(student: UpdateRule, item: dict[str, Any], state: RuleState = None) -> tuple[Tensor, RuleState]:
+    """The student's update on a pair (context from the anchor, readout at the later step) and
+    its new recurrent state (``None`` for a stateless rule)."""
     graph = item["graph"]
-    context, _ = student.context(_features(item["anchor"]), graph)
+    context, state = student.context(_features(item["anchor"]), graph, state)
     d, m = student.readout(_features(item["later"]), context, graph).unbind(1)
     scale = student.config["update_scale"]
-    return d * scale * torch.exp(scale * m)
+    return d * scale * torch.exp(scale * m), state
+
+
+def run_errors(student: UpdateRule, run: list[dict[str, Any]]) -> list[Tensor]:
+    """The relative error of each scored pair of a run: every pair for a stateless student; for
+    a stateful one, those after the first :data:`BURN_IN`, its state carried along the run."""
+    if not student.stateful:
+        return [relative_error(student_update(student, item)[0], item["target"], item["sizes"]) for item in run]
+    errors, state = [], None
+    for i, item in enumerate(run):
+        delta, state = student_update(student, item, state)
+        if i >= BURN_IN:
+            errors.append(relative_error(delta, item["target"], item["sizes"]))
+    return errors
 
 
 def evaluate_pairs(student: UpdateRule, pairs: _Pairs) -> dict[str, float]:
     """Mean relative error per task."""
     by_task: dict[str, list[float]] = {}
     with torch.no_grad():
-        for item in pairs.items:
-            error = relative_error(student_update(student, item), item["target"], item["sizes"])
-            by_task.setdefault(item["task"], []).append(error.item())
+        for run in pairs.runs() if student.stateful else [[item] for item in pairs.items]:
+            for error in run_errors(student, run):
+                by_task.setdefault(run[0]["task"], []).append(error.item())
     return {task: sum(v) / len(v) for task, v in by_task.items()}
 
 
@@ -169,6 +212,13 @@ def main_train(args: argparse.Namespace) -> None:
     held = [f for f in files if f.stem.endswith(f"-s{args.held_out_seed}")]
     train_files = [f for f in files if f not in held]
     train, val = _Pairs(train_files, teacher, student), _Pairs(held, teacher, student)
+    # the training examples: single pairs, or for a stateful student runs longer than the burn-in
+    examples = [[item] for item in train.items]
+    if student.stateful:
+        examples = [run for run in train.runs() if len(run) > BURN_IN]
+        if not examples or not any(len(run) > BURN_IN for run in val.runs()):
+            raise ValueError(f"a stateful student ('{student.name}') needs runs of more than {BURN_IN} consecutive "
+                             f"windows: collect its data with --segments")
     print(f"{len(train)} training pairs, {len(val)} held out; student {sum(p.numel() for p in student.parameters()):,} "
           f"weights", flush=True)
     optimizer = torch.optim.Adam(student.parameters(), lr=args.lr)
@@ -177,8 +227,7 @@ def main_train(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     best, running, start = math.inf, 0.0, time.time()
     for step in range(1, args.steps + 1):
-        item = train.items[rng.randrange(len(train))]
-        loss = relative_error(student_update(student, item), item["target"], item["sizes"])
+        loss = torch.stack(run_errors(student, examples[rng.randrange(len(examples))])).mean()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -215,6 +264,7 @@ class DistillConfig:
     collect_steps: int = 1500
     trajectories: int = 3
     windows: int = 40
+    segments: int = 0
     rule: str = "pna"
     rule_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     steps: int = 3000
@@ -252,6 +302,7 @@ class DistillConfig:
         """The ``collect`` and ``train`` arguments (data in ``out/data``, the student in ``out``)."""
         collect = ["collect", "--teacher", str(teacher), "--tasks", self.tasks, "--steps", str(self.collect_steps),
                    "--trajectories", str(self.trajectories), "--windows", str(self.windows),
+                   *(["--segments", str(self.segments)] if self.segments else []),
                    *(["--embedded"] if self.embedded else []), "--out", str(out / "data")]
         train = ["train", "--teacher", str(teacher), "--data", str(out / "data"), "--rule", self.rule,
                  "--rule-config", json.dumps(self.rule_config), "--steps", str(self.steps), "--lr", str(self.lr),
@@ -287,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--steps", type=int, default=1500)
     c.add_argument("--trajectories", type=int, default=3)
     c.add_argument("--windows", type=int, default=40)
+    c.add_argument("--segments", type=int, default=0,
+                   help="draw the windows as this many runs of consecutive ones (data for a stateful student)")
     c.add_argument("--graph-every", type=int, default=None)
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--embedded", action="store_true", help="the small bundled data set (tests, smoke runs)")

@@ -35,6 +35,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .. import hub
+from ..hub import list_pretrained
 from ..rules.base import UPDATE_FORM_DEFAULTS
 from .config import TrainConfig
 from .distill import DistillConfig
@@ -223,7 +225,10 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
         if isinstance(cfg, DistillConfig):  # the teacher as it is used, then collect and train
             source = Path(cfg.teacher)
             if not (source / "config.json").is_file():
-                raise FileNotFoundError(f"{source} holds no rule: run the teacher's stage first")
+                if cfg.teacher in list_pretrained():  # a bundled rule, by name
+                    source = hub.resolve(cfg.teacher, local_files_only=True)
+                else:
+                    raise FileNotFoundError(f"{source} holds no rule: run the teacher's stage first")
             cfg.run(_configured(source, teacher_dir(out), cfg.teacher_config), out)
         else:
             meta_train(cfg, out, resume=state != "not started", device=device, progress=progress)

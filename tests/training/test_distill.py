@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from gnnopt.rules import create, load_rule
@@ -40,3 +41,29 @@ def test_collect_then_train_brings_the_student_to_the_teacher(tmp_path):
     assert student.config["graph_every"] == 3 and student.config["edge_hidden"] == 4
     config = json.loads((out / "best" / "config.json").read_text())
     assert config["distillation"]["held_out_error"] == min(r["held_out"] for r in rows)
+
+
+def test_a_stateful_student_learns_over_runs_of_consecutive_windows(tmp_path):
+    """pna_lstm carries its state from one graph step to the next: its data come in runs of
+    consecutive windows, and without them training says what to collect."""
+    torch.manual_seed(0)
+    teacher = create("pna", hidden=8, layers=1, head_hidden=8, graph_every=2)
+    teacher.save_pretrained(tmp_path / "teacher")
+    common = ["--teacher", str(tmp_path / "teacher"), "--tasks", "fmnist17-d1", "--steps", "24", "--trajectories", "3",
+              "--embedded"]
+    distill.main(["collect", *common, "--windows", "10", "--segments", "2", "--out", str(tmp_path / "runs")])
+    distill.main(["collect", *common, "--windows", "4", "--out", str(tmp_path / "single")])
+    windows = [pair["window"] for pair in torch.load(tmp_path / "runs" / "fmnist17-d1-s1.pt")["pairs"]]
+    assert len(windows) == 10 and windows[0] % 5 == 0 and windows[5] % 5 == 0
+    assert windows[:5] == list(range(windows[0], windows[0] + 5))  # two runs of five consecutive windows
+    assert windows[5:] == list(range(windows[5], windows[5] + 5))
+    student = ["train", "--teacher", str(tmp_path / "teacher"), "--rule", "pna_lstm", "--rule-config",
+               json.dumps({"hidden": 8, "layers": 1, "edge_hidden": 4, "message_hidden": 4, "head_hidden": 8}),
+               "--steps", "30", "--eval-every", "10", "--lr", "3e-3"]
+    with pytest.raises(ValueError, match="--segments"):
+        distill.main([*student, "--data", str(tmp_path / "single"), "--out", str(tmp_path / "no")])
+    out = tmp_path / "student"
+    distill.main([*student, "--data", str(tmp_path / "runs"), "--out", str(out)])
+    rows = [json.loads(line) for line in (out / "distill.jsonl").read_text().splitlines()]
+    assert rows[-1]["held_out"] < rows[0]["held_out"]
+    assert load_rule(out / "best").stateful
