@@ -14,9 +14,11 @@ on flattened 28x28 inputs (``mlp-100k``, ``mlp-1m``, ``mlp-5m``, ``mlp-20m``: hi
 giving about 0.1M, 1M, 5M and 20M parameters) and a small Transformer encoder (``transformer-1m``, ``-5m``), where
 a weight connection carries one number rather than a kernel. ``--graph-every 1,10`` times each
 rule with its graph part run every step and every 10 steps (``GNNOptimizer(graph_every=K)``;
-the average over K consecutive steps). ``--peak-memory`` adds the resident memory each optimizer adds on the CPU, its graph
-included (``ru_maxrss`` growth beyond every earlier peak: run one rule per process, models in
-increasing size, and set ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed blocks leave the count). A rule
+the average over K consecutive steps). ``--peak-memory`` adds the peak resident memory each optimizer adds on the CPU,
+its graph and state included, in MiB and bytes per parameter: each optimizer (Adam too) in a
+fresh process of its own, the ``ru_maxrss`` growth from after the model's first forward+backward
+through a period of its steps and the next graph step (with ``MALLOC_MMAP_THRESHOLD_=65536``, so that freed blocks
+leave the count). A rule
 may carry options, ``name:key=value+key=value`` (``pna:fan_in_power=0.5`` times the per-tensor
 fan-in factor of the update against ``pna`` without it).
 
@@ -33,6 +35,8 @@ look many times slower than they are: on a shared machine, use ``--threads 1``.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import resource
 import statistics
 import time
@@ -103,27 +107,27 @@ def measure(task_name: str, rules: list[str], args, device: torch.device) -> tup
         F.cross_entropy(model(x), y).backward()
 
     steps = {"fwd+bwd": (fwd_bwd, 1), "adam": (torch.optim.Adam(model.parameters(), lr=1e-3).step, 1)}
-    memory: dict[str, float] = {}
+    memory: dict[str, int] = {}
+    if args.peak_memory:
+        memory["adam"] = peak_bytes(task_name, None, 1, args.batch_size, args.threads)
     for name in rules:
         for every in args.graph_every:
-            before = _rss_mib()
             with torch.no_grad(), _quiet():
                 opt = GNNOptimizer(model, _rule(name), graph_every=every)
             key = _key(name, every, args)
             steps[key] = (opt.step, every)
-            memory[key] = _rss_mib() - before  # the graph it built
+            if args.peak_memory:
+                memory[key] = peak_bytes(task_name, name, every, args.batch_size, args.threads)
     times: dict[str, list[float]] = {key: [] for key in steps}
     keys = list(steps)
     for r in range(args.warmup + args.repeats):
         for key in keys[r % len(keys):] + keys[: r % len(keys)]:  # rotate the order
             step, every = steps[key]
             total = 0.0
-            before = _rss_mib()
             for _ in range(every):  # a whole period of the amortized step
                 if key != "fwd+bwd":
                     fwd_bwd()  # fresh gradients for the optimizer (not timed)
                 total += _timed(step, device)
-            memory[key] = memory.get(key, 0.0) + _rss_mib() - before  # beyond every earlier peak
             if r >= args.warmup:
                 times[key].append(total / every)
     params = sum(p.numel() for p in model.parameters())
@@ -139,13 +143,41 @@ def _rule(spec: str):
     return create(name, **{key: json.loads(value) for key, value in pairs})
 
 
+def peak_bytes(task_name: str, rule: str | None, every: int, batch_size: int, threads: int) -> int:
+    """The peak resident memory (bytes) that an optimizer (``rule``, or Adam for ``None``) adds
+    to a fresh process holding ``task_name``'s model and its gradients, over ``every + 1`` steps
+    (a period of the amortized step and the next graph step, which replaces the kept context).
+    Runs in a child process (:func:`_in_child`)."""
+    context = multiprocessing.get_context("spawn")
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")  # read by the child's allocator at start
+    with context.Pool(1) as pool:
+        return pool.apply(_in_child, (task_name, rule, every, batch_size, threads))
+
+
+def _in_child(task_name: str, rule: str | None, every: int, batch_size: int, threads: int) -> int:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model, shape, classes = build(task_name)
+    x, y = torch.randn(batch_size, *shape), torch.randint(0, classes, (batch_size,))
+
+    def fwd_bwd() -> None:
+        model.zero_grad(set_to_none=False)
+        F.cross_entropy(model(x), y).backward()
+
+    fwd_bwd()
+    fwd_bwd()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad(), _quiet():
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3) if rule is None else GNNOptimizer(
+            model, _rule(rule), graph_every=every)
+    for _ in range(every + 1):
+        fwd_bwd()
+        opt.step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # Linux reports KiB
+
+
 def _key(rule: str, every: int, args) -> str:
     return rule if args.graph_every == [1] else f"{rule} (graph every {every})"
-
-
-def _rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _quiet:
@@ -180,17 +212,17 @@ def main() -> None:
     rules, tasks = args.rules.split(","), args.tasks.split(",")
 
     results = {}
-    mem_head = " peak MiB added |" if args.peak_memory else ""
+    mem_head = " peak MiB added | bytes per parameter |" if args.peak_memory else ""
     print(f"| model | params | step | step ms | step/Adam | step/(fwd+bwd) |{mem_head}")
-    print("|---|---:|---|---:|---:|---:|" + ("---:|" if args.peak_memory else ""))
+    print("|---|---:|---|---:|---:|---:|" + ("---:|---:|" if args.peak_memory else ""))
     for task in tasks:
         params, ms, mem = measure(task, rules, args, device)
         results[task] = (params, ms)
         for key in ["adam", *(k for k in ms if k not in ("adam", "fwd+bwd"))]:
-            extra = f" {mem[key]:.0f} |" if args.peak_memory else ""
+            extra = f" {mem[key] / 2 ** 20:.0f} | {mem[key] / params:.0f} |" if args.peak_memory else ""
             print(f"| {task} | {params:,} | {key} | {ms[key]:.2f} | {ms[key] / ms['adam']:.1f} "
                   f"| {ms[key] / ms['fwd+bwd']:.2f} |{extra}")
-        print(f"| {task} | {params:,} | (fwd+bwd) | {ms['fwd+bwd']:.1f} | | 1.00 |" + (" |" if args.peak_memory else ""),
+        print(f"| {task} | {params:,} | (fwd+bwd) | {ms['fwd+bwd']:.1f} | | 1.00 |" + (" | |" if args.peak_memory else ""),
               flush=True)
     if len(tasks) > 1:
         (p0, t0), (p1, t1) = results[tasks[0]], results[tasks[-1]]

@@ -89,6 +89,19 @@ def test_head_projects_before_gathering_and_chunks(monkeypatch, with_index, embe
     torch.testing.assert_close(ff_head(feats), ff_head.net(feats), **TOL)
 
 
+def test_head_projects_a_table_of_its_width_in_place(monkeypatch):
+    """An optimizer step may project a table that the rule owns over itself, chunk by chunk."""
+    torch.manual_seed(0)
+    head = Head(16, 16, 2).double()
+    table = torch.randn(30, 16, dtype=torch.float64)
+    expected = head.project(table)
+    monkeypatch.setattr(Head, "chunk_size", 7)
+    with torch.no_grad():
+        got = head.project(table, in_place=True)
+    assert got.data_ptr() == table.data_ptr()
+    torch.testing.assert_close(got, expected, **TOL)
+
+
 def _reference_pna_layer(layer, x, edge_attr, edge_index):
     """The layer written plainly: gather, repeat, then PyG's aggregation."""
     src, dst = edge_index

@@ -128,6 +128,9 @@ class UpdateRule(nn.Module):
     #: the graph encoder and the head do), so that an optimizer step may hand it a
     #: :class:`~gnnopt.features.LazyFeatures` instead of the whole table (pna: yes)
     reads_features_by_rows: ClassVar[bool] = False
+    #: whether :meth:`embed` returns a table that nothing else holds, so that an optimizer step
+    #: may project it through the head's first layer in place (pna, rt, pna_lstm: yes)
+    owns_embedding: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
@@ -203,7 +206,7 @@ class UpdateRule(nn.Module):
         head's first layer (``[R, head_hidden]``, or ``None``), and the new state. The
         optimizer may keep it for several steps (``GNNOptimizer(graph_every=K)``)."""
         table, state = self.embed(feats, graph, state)
-        return self.head.project(table), state
+        return self.head.project(table, in_place=self.owns_embedding), state
 
     def readout(self, feats: Tensor, context: Tensor | None, graph: NeuralGraph) -> Tensor:
         """Direction and magnitude of every element from its own features and the context.
@@ -319,18 +322,27 @@ class Head(nn.Module):
             out.put(rows, rest(shared.addmm_(feats[rows], own_weight.t())))  # a fresh tensor: in place is safe
         return out.joined()
 
-    def project(self, table: Tensor | None) -> Tensor | None:
+    def project(self, table: Tensor | None, *, in_place: bool = False) -> Tensor | None:
         """What the head reads of the graph (``None`` without an embedding): the first
         layer's share of an embedding table, ``W_emb table + b``, computed once per distinct
         row; or, when the embedding is narrower than the head (a lean rule), the table itself,
         which :meth:`apply` projects per element: the smaller of the two to keep.
+
+        ``in_place``: without autograd, a table as wide as the head may be overwritten with its
+        projection, a chunk of rows at a time (the step then holds one such table, not two).
 
         Shapes: table ``[R, E]`` -> ``[R, hidden]``, or ``[R, E]`` when ``E < hidden``.
         """
         if table is None or self.keeps_table:
             return table
         first = self.net[0]
-        return F.linear(table, first.weight[:, : self.embed_dim], first.bias)
+        weight = first.weight[:, : self.embed_dim]
+        if in_place and not torch.is_grad_enabled() and table.shape[1] == weight.shape[0]:
+            for start in range(0, table.shape[0], self.chunk_size):
+                rows = table[start: start + self.chunk_size]
+                rows.copy_(F.linear(rows, weight, first.bias))
+            return table
+        return F.linear(table, weight, first.bias)
 
     @property
     def keeps_table(self) -> bool:

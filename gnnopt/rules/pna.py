@@ -309,6 +309,7 @@ class PNARule(UpdateRule):
     name = "pna"
     pipeline_backward = True
     reads_features_by_rows = True
+    owns_embedding = True
     defaults = {
         "hidden": 64,
         "layers": 8,

@@ -24,6 +24,7 @@ from .pna import PNALayer, block_chunks, encode_edges, positive_width, readout_b
 class PNALSTMRule(UpdateRule):
     name = "pna_lstm"
     reads_features_by_rows = True
+    owns_embedding = True
     stateful = True
     defaults = {
         "hidden": 64,

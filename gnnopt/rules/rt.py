@@ -158,6 +158,7 @@ def _combine(partials: list[tuple[int, tuple[Tensor, Tensor, Tensor]]], num_node
 class RTRule(UpdateRule):
     name = "rt"
     reads_features_by_rows = True
+    owns_embedding = True
     defaults = {
         "hidden": 32,
         "layers": 2,
