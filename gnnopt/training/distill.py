@@ -274,8 +274,16 @@ class DistillConfig:
     seed: int = 0
     embedded: bool = False
 
-    #: what a recipe's ``--smoke`` overrides: seconds on the embedded subset
+    #: what a recipe's ``--smoke`` overrides (:meth:`smoke`): seconds on the embedded subset
     SMOKE: ClassVar[dict[str, Any]] = {"collect_steps": 8, "windows": 2, "steps": 4, "eval_every": 2, "embedded": True}
+
+    def smoke(self) -> DistillConfig:
+        """The stage in seconds: :attr:`SMOKE`, the teacher's graph part every step (so that 8
+        steps hold 8 windows) and, for a stateful student, two runs longer than the burn-in."""
+        options = {**self.to_dict(), **self.SMOKE, "teacher_config": {**self.teacher_config, "graph_every": 1}}
+        if self.segments:
+            options["windows"] = self.segments * (BURN_IN + 1)
+        return DistillConfig.from_dict(options)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> DistillConfig:

@@ -214,7 +214,7 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
     for i, stage in enumerate(stages, 1):
         cfg = stage.config
         if smoke:
-            cfg = (DistillConfig.from_dict({**cfg.to_dict(), **DistillConfig.SMOKE}) if stage.distills
+            cfg = (cfg.smoke() if stage.distills
                    else TrainConfig.from_dict({**cfg.to_dict(), **SMOKE}))
         out = runs / recipe.name / stage.name
         state = status(out, cfg)
