@@ -128,10 +128,10 @@ def test_fan_in_of_weights_and_their_biases_and_norms():
     assert fan_in_factors(shapes, 0.0, 144) == (1.0,) * len(shapes)
 
 
-@pytest.mark.parametrize("form", [{"fan_in_power": 0.5}, {"fan_in_power": 0.5, "depth_power": 1.0, "depth_ref": 6}])
+@pytest.mark.parametrize("form", [{"fan_in_power": 0.5}, {"fan_in_power": 0.5, "depth_power": 2.0, "depth_ref": 2}])
 def test_structural_factors_scale_each_tensor_as_a_per_tensor_lr_would(form):
     """fan_in_power and depth_power are fixed per-tensor factors of the update: the same as
-    giving each tensor its own param group with lr (ref / fan_in) ** α * (ref / depth) ** β."""
+    giving each tensor its own param group with lr (ref / fan_in) ** α * min(1, (ref / depth) ** β)."""
     from gnnopt import GNNOptimizer
     from gnnopt.functional import depth, fan_in_factors, step_factors
 
@@ -142,9 +142,10 @@ def test_structural_factors_scale_each_tensor_as_a_per_tensor_lr_would(form):
     scaled.load_state_dict(base.state_dict())
     shapes = tuple(tuple(p.shape) for p in model.parameters())
     factors = step_factors(shapes, 0.5, 144, form.get("depth_power", 0.0), form.get("depth_ref", 4))
-    if "depth_power" in form:  # one more factor, the same for every tensor
+    if "depth_power" in form:  # one more factor, the same for every tensor, at most 1
         assert depth(shapes) == 3
-        assert factors == tuple(f * 2.0 for f in fan_in_factors(shapes, 0.5, 144))
+        assert factors == tuple(f * (2 / 3) ** 2 for f in fan_in_factors(shapes, 0.5, 144))
+        assert step_factors(shapes, 0.5, 144, 2.0, 6) == fan_in_factors(shapes, 0.5, 144)
     assert len(set(factors)) > 1
     models = [small_cnn() for _ in range(2)]
     for m in models:

@@ -67,8 +67,8 @@ def get_rule_class(name: str) -> type[UpdateRule]:
 #:
 #: * ``fan_in_power`` (α): each tensor's update is multiplied by ``(fan_in_ref / fan_in) ** α``,
 #:   its fan-in being in-features × kernel positions (a bias takes its layer's); 0 turns it off.
-#: * ``depth_power`` (β): every update is multiplied by ``(depth_ref / depth) ** β``, the depth
-#:   being the number of weight tensors (2-D or more) in the model; 0 turns it off.
+#: * ``depth_power`` (β): every update is multiplied by ``min(1, (depth_ref / depth) ** β)``, the
+#:   depth being the model's number of weight tensors (2-D or more); 0 turns it off.
 #: * ``graph_every``: the default of ``GNNOptimizer(graph_every=...)`` for this rule.
 #: * ``anneal_fraction``: with ``GNNOptimizer(total_steps=T)``, the update decays linearly to 0
 #:   over this last fraction of the T steps (:func:`gnnopt.functional.anneal_factor`).

@@ -220,9 +220,11 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
         state = status(out, cfg)
         lines = command(cfg, out).replace("\n", "\n  ")
         print(f"\n[{i}/{len(stages)}] {stage.name}: {state}\n  why: {stage.why}\n  {lines}")
-        if dry_run or state == "done":
+        if dry_run:
             continue
-        if isinstance(cfg, DistillConfig):  # the teacher as it is used, then collect and train
+        if state == "done":
+            pass  # nothing to run; recorded below if asked
+        elif isinstance(cfg, DistillConfig):  # the teacher as it is used, then collect and train
             source = Path(cfg.teacher)
             if not (source / "config.json").is_file():
                 if cfg.teacher in list_pretrained():  # a bundled rule, by name
