@@ -18,7 +18,7 @@ the average over K consecutive steps). ``--peak-memory`` adds the peak resident 
 its graph and state included, in MiB and bytes per parameter: each optimizer (Adam too) in a
 fresh process of its own, the ``ru_maxrss`` growth from after the model's first forward+backward
 through a period of its steps and the next graph step (with ``MALLOC_MMAP_THRESHOLD_=65536``, so that freed blocks
-leave the count). A rule
+leave the count); ``--memory-only`` prints that alone, with no timing. A rule
 may carry options, ``name:key=value+key=value`` (``pna:fan_in_power=0.5`` times the per-tensor
 fan-in factor of the update against ``pna`` without it).
 
@@ -205,12 +205,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--graph-every", default="1", help="comma-separated K of GNNOptimizer(graph_every=K)")
     parser.add_argument("--peak-memory", action="store_true", help="add the column of peak resident memory added")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak memory of each optimizer, no timing")
     args = parser.parse_args()
     args.graph_every = [int(k) for k in args.graph_every.split(",")]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rules, tasks = args.rules.split(","), args.tasks.split(",")
 
+    if args.memory_only:
+        print("| model | params | optimizer | peak MiB added | bytes per parameter |\n|---|---:|---|---:|---:|")
+        for task in tasks:
+            params = sum(p.numel() for p in build(task)[0].parameters())
+            for rule, every in [(None, 1), *((r, k) for r in rules for k in args.graph_every)]:
+                peak = peak_bytes(task, rule, every, args.batch_size, args.threads)
+                name = "adam" if rule is None else _key(rule, every, args)
+                print(f"| {task} | {params:,} | {name} | {peak / 2 ** 20:.0f} | {peak / params:.0f} |", flush=True)
+        return
     results = {}
     mem_head = " peak MiB added | bytes per parameter |" if args.peak_memory else ""
     print(f"| model | params | step | step ms | step/Adam | step/(fwd+bwd) |{mem_head}")
