@@ -121,12 +121,13 @@ def model_card(recipe: Recipe, rule: UpdateRule) -> str:
                 if recipe.ship_config else "")
     shown = Recipe.load(recipe.root)  # the commands as a reader runs them: in runs/, wherever these ran
     commands = "\n".join(command(s.config, Path("runs") / recipe.name / s.name) for s in shown.stages)
+    how = "distilled" if all(s.distills for s in recipe.stages) else "meta-trained"
     return f"""---
 library_name: gnnopt
 tags: [learned-optimizer, gnnopt]
 ---
 
-# `{recipe.name}`: a gnnopt `{rule.name}` rule meta-trained on {', '.join(tasks)} (FashionMNIST)
+# `{recipe.name}`: a gnnopt `{rule.name}` rule {how} on {', '.join(tasks)} (FashionMNIST)
 
 {recipe.description} {weights:,} weights. Use it in place of Adam:
 

@@ -97,15 +97,23 @@ def test_smoke_runs_the_first_stage_then_skips_it(at_root, tmp_path, capsys):
     assert "ff: done" in capsys.readouterr().out
 
 
-def test_card_is_regenerated_exactly_from_the_recipe(at_root, tmp_path):
-    """The bundled card is what `python -m gnnopt.training card` writes: nothing typed by hand."""
-    shutil.copytree(ROOT / "pretrained" / SHIPPED, tmp_path / SHIPPED)
-    card = write_card(Recipe.load(SHIPPED), tmp_path)
-    assert card.read_text() == (ROOT / "pretrained" / SHIPPED / "README.md").read_text()
-    text = card.read_text()
-    assert "## Across networks" in text and "(summary.png)" in text
-    plot = (tmp_path / SHIPPED / "summary.png").read_bytes()
-    assert plot == (ROOT / "pretrained" / SHIPPED / "summary.png").read_bytes()
+BUNDLED = sorted(p.name for p in (ROOT / "pretrained").iterdir() if (p / "config.json").is_file())
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_card_is_regenerated_exactly_from_the_recipe(at_root, tmp_path, name):
+    """Every bundled card is what `python -m gnnopt.training card` writes from its recipe:
+    nothing typed by hand, and the configuration is the recipe's shipped one."""
+    recipe = Recipe.load(name)
+    shutil.copytree(ROOT / "pretrained" / name, tmp_path / name)
+    card = write_card(recipe, tmp_path)
+    assert card.read_text() == (ROOT / "pretrained" / name / "README.md").read_text()
+    config = json.loads((ROOT / "pretrained" / name / "config.json").read_text())["config"]
+    assert config == {**config, **recipe.ship_config}
+    if recipe.summary:  # the plot across networks travels with the card
+        assert "## Across networks" in card.read_text() and "(summary.png)" in card.read_text()
+        plot = (tmp_path / name / "summary.png").read_bytes()
+        assert plot == (ROOT / "pretrained" / name / "summary.png").read_bytes()
 
 
 def test_export_alias_needs_the_new_arguments(at_root, capsys):
