@@ -278,11 +278,12 @@ class DistillConfig:
     SMOKE: ClassVar[dict[str, Any]] = {"collect_steps": 8, "windows": 2, "steps": 4, "eval_every": 2, "embedded": True}
 
     def smoke(self) -> DistillConfig:
-        """The stage in seconds: :attr:`SMOKE`, the teacher's graph part every step (so that 8
-        steps hold 8 windows) and, for a stateful student, two runs longer than the burn-in."""
-        options = {**self.to_dict(), **self.SMOKE, "teacher_config": {**self.teacher_config, "graph_every": 1}}
+        """The stage in seconds: :attr:`SMOKE`, and for a stateful student enough steps for its
+        runs of windows to outlast the burn-in (with ``teacher_config``'s ``graph_every``)."""
+        options = {**self.to_dict(), **self.SMOKE}
         if self.segments:
             options["windows"] = self.segments * (BURN_IN + 1)
+            options["collect_steps"] = options["windows"] * self.teacher_config.get("graph_every", 1)
         return DistillConfig.from_dict(options)
 
     @classmethod
