@@ -32,8 +32,9 @@ class GNNOptimizer(torch.optim.Optimizer):
         d, m    =  rule(preprocess([theta, g, m_beta...]), graph)
         theta   <- theta * (1 - lr * weight_decay) + lr * s_t * d * lambda * exp(lambda * m)
 
-    with :math:`\lambda` = ``rule.config["update_scale"]`` (0.01) and ``s_t`` the tensor's
-    fixed fan-in factor (``rule.config["fan_in_power"]``; :func:`gnnopt.functional.fan_in_factors`).
+    with :math:`\lambda` = ``rule.config["update_scale"]`` (0.01) and ``s_t`` the tensor's fixed
+    step factor from the layout (``rule.config``'s ``fan_in_power`` and ``depth_power``;
+    :func:`gnnopt.functional.step_factors`).
     ``lr`` multiplies the learned update (1.0 = as meta-trained), so ``torch.optim.lr_scheduler`` works; weight
     decay is decoupled and also scaled by ``lr``.
 
