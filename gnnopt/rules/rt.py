@@ -58,7 +58,8 @@ class RelationalAttention(MessagePassing):
     def forward(self, x: Tensor, edge_attr: Tensor, graph: NeuralGraph | Tensor, *,
                 in_place: bool = False) -> tuple[Tensor, Tensor]:
         """``in_place``: without autograd, the new edge embeddings may overwrite ``edge_attr``."""
-        # meta-training on small graphs keeps the per-edge ops, whose backward is the faster
+        # under autograd (meta-training) the per-edge ops, whose backward is the faster; in an
+        # optimizer step the layer blocks, whose chunks hold no per-edge table of the whole graph
         if isinstance(graph, NeuralGraph) and graph.node_blocks and not torch.is_grad_enabled():
             return self._forward_blocks(x, edge_attr, graph, in_place)
         return self._forward_edges(x, edge_attr, graph if isinstance(graph, Tensor) else graph.edge_index)
