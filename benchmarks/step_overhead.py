@@ -103,21 +103,15 @@ def measure(task_name: str, rules: list[str], args, device: torch.device) -> tup
     y = torch.randint(0, classes, (args.batch_size,), device=device)
 
     def fwd_bwd() -> None:
-        model.zero_grad(set_to_none=False)
-        F.cross_entropy(model(x), y).backward()
+        _forward_backward(model, x, y)
 
     steps = {"fwd+bwd": (fwd_bwd, 1), "adam": (torch.optim.Adam(model.parameters(), lr=1e-3).step, 1)}
-    memory: dict[str, int] = {}
-    if args.peak_memory:
-        memory["adam"] = peak_bytes(task_name, None, 1, args.batch_size, args.threads)
+    memory = peak_memory(task_name, rules, args) if args.peak_memory else {}
     for name in rules:
         for every in args.graph_every:
             with torch.no_grad(), _quiet():
                 opt = GNNOptimizer(model, _rule(name), graph_every=every)
-            key = _key(name, every, args)
-            steps[key] = (opt.step, every)
-            if args.peak_memory:
-                memory[key] = peak_bytes(task_name, name, every, args.batch_size, args.threads)
+            steps[_key(name, every, args)] = (opt.step, every)
     times: dict[str, list[float]] = {key: [] for key in steps}
     keys = list(steps)
     for r in range(args.warmup + args.repeats):
@@ -143,6 +137,22 @@ def _rule(spec: str):
     return create(name, **{key: json.loads(value) for key, value in pairs})
 
 
+def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Fresh gradients of the cross-entropy on one batch."""
+    model.zero_grad(set_to_none=False)
+    F.cross_entropy(model(x), y).backward()
+
+
+def peak_memory(task_name: str, rules: list[str], args) -> dict[str, int]:
+    """:func:`peak_bytes` of Adam (``"adam"``) and of every rule at every ``--graph-every``, by
+    the rows' names."""
+    memory = {"adam": peak_bytes(task_name, None, 1, args.batch_size, args.threads)}
+    for name in rules:
+        for every in args.graph_every:
+            memory[_key(name, every, args)] = peak_bytes(task_name, name, every, args.batch_size, args.threads)
+    return memory
+
+
 def peak_bytes(task_name: str, rule: str | None, every: int, batch_size: int, threads: int) -> int:
     """The peak resident memory (bytes) that an optimizer (``rule``, or Adam for ``None``) adds
     to a fresh process holding ``task_name``'s model and its gradients, over ``every + 1`` steps
@@ -159,19 +169,14 @@ def _in_child(task_name: str, rule: str | None, every: int, batch_size: int, thr
     torch.manual_seed(0)
     model, shape, classes = build(task_name)
     x, y = torch.randn(batch_size, *shape), torch.randint(0, classes, (batch_size,))
-
-    def fwd_bwd() -> None:
-        model.zero_grad(set_to_none=False)
-        F.cross_entropy(model(x), y).backward()
-
-    fwd_bwd()
-    fwd_bwd()
+    _forward_backward(model, x, y)
+    _forward_backward(model, x, y)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad(), _quiet():
         opt = torch.optim.Adam(model.parameters(), lr=1e-3) if rule is None else GNNOptimizer(
             model, _rule(rule), graph_every=every)
     for _ in range(every + 1):
-        fwd_bwd()
+        _forward_backward(model, x, y)
         opt.step()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # Linux reports KiB
 
@@ -216,9 +221,7 @@ def main() -> None:
         print("| model | params | optimizer | peak MiB added | bytes per parameter |\n|---|---:|---|---:|---:|")
         for task in tasks:
             params = sum(p.numel() for p in build(task)[0].parameters())
-            for rule, every in [(None, 1), *((r, k) for r in rules for k in args.graph_every)]:
-                peak = peak_bytes(task, rule, every, args.batch_size, args.threads)
-                name = "adam" if rule is None else _key(rule, every, args)
+            for name, peak in peak_memory(task, rules, args).items():
                 print(f"| {task} | {params:,} | {name} | {peak / 2 ** 20:.0f} | {peak / params:.0f} |", flush=True)
         return
     results = {}

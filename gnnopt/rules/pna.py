@@ -13,7 +13,8 @@ embedding concatenated with its own features.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -95,25 +96,16 @@ class PNALayer(MessagePassing):
         reduced over neighbours in place of a scatter, a chunk of target rows at a time, so
         that no per-message table of the whole graph is ever held."""
         msg_target, msg_source = self.msg_target(x), self.msg_source(x)
-        partials: list[tuple[int, Tensor]] = []  # (first node, [rows, 4, M] sum/sum sq/min/max)
-        to_sources: tuple[slice, Tensor] | None = None  # the sources' moments, merged over target chunks
+        partials = BlockPartials(_merged)  # [rows, 4, M] sum/sum sq/min/max per node
         for _, targets, sources, block in block_chunks(graph, edge_attr, self.block_chunk_size):
             scale, shift = self.film(block).chunk(2, dim=-1)  # [chunk targets, sources, M]
             forward = msg_target[targets].unsqueeze(1) + msg_source[sources].unsqueeze(0)
             reverse = msg_source[targets].unsqueeze(1) + msg_target[sources].unsqueeze(0)
             forward = torch.addcmul(shift, self.msg_out(self.act(forward)), scale)
             reverse = torch.addcmul(shift, self.msg_out(self.act(reverse)), scale)
-            partials.append((targets.start, _moments(forward, dim=1)))  # to each target, from its sources
-            # to each source, from these targets: one running partial per block, not one per chunk
-            if to_sources is not None and to_sources[0] == sources:
-                to_sources = (sources, _merged(to_sources[1], _moments(reverse, dim=0)))
-            else:
-                if to_sources is not None:
-                    partials.append((to_sources[0].start, to_sources[1]))
-                to_sources = (sources, _moments(reverse, dim=0))
-        if to_sources is not None:
-            partials.append((to_sources[0].start, to_sources[1]))
-        aggregated = _combine(partials, graph.in_degree, x.shape[0], x.new_empty(0, 4, msg_target.shape[1]),
+            partials.to_targets(targets, _moments(forward, dim=1))  # to each target, from its sources
+            partials.to_sources(sources, _moments(reverse, dim=0))  # to each source, from these targets
+        aggregated = _combine(partials.done(), graph.in_degree, x.shape[0], x.new_empty(0, 4, msg_target.shape[1]),
                               self.aggr_module.avg_deg_log)
         x = self.node_norm(x + self.node_update(torch.cat([x, aggregated], dim=1)))
         edge_source, edge_target = self.edge_source(x), self.edge_target(x)
@@ -198,6 +190,36 @@ def block_chunks(graph: NeuralGraph, edge_attr: Tensor, size: int):
             rows = slice(first + t * sources, first + (t + count) * sources)
             yield (rows, slice(target_start + t, target_start + t + count),
                    slice(source_start, source_start + sources), edge_attr[rows].view(count, sources, -1))
+
+
+class BlockPartials:
+    """Per-node partial reductions over the chunks of :func:`block_chunks`, as ``(first node,
+    partial)`` over consecutive nodes: one per chunk of targets, and for the sources of a block one
+    running partial merged (``merge(a, b)``) over its target chunks, not one per chunk."""
+
+    def __init__(self, merge: Callable[[Any, Any], Any]) -> None:
+        self.merge = merge
+        self.items: list[tuple[int, Any]] = []
+        self._sources: tuple[slice, Any] | None = None
+
+    def to_targets(self, targets: slice, partial: Any) -> None:
+        self.items.append((targets.start, partial))
+
+    def to_sources(self, sources: slice, partial: Any) -> None:
+        if self._sources is not None and self._sources[0] == sources:
+            self._sources = (sources, self.merge(self._sources[1], partial))
+            return
+        self._flush()
+        self._sources = (sources, partial)
+
+    def done(self) -> list[tuple[int, Any]]:
+        self._flush()
+        return self.items
+
+    def _flush(self) -> None:
+        if self._sources is not None:
+            self.items.append((self._sources[0].start, self._sources[1]))
+            self._sources = None
 
 
 def _moments(messages: Tensor, dim: int) -> Tensor:

@@ -21,7 +21,7 @@ from torch_geometric.utils import softmax
 
 from ..graph import NeuralGraph
 from .base import Head, RuleState, UpdateRule, mlp
-from .pna import GraphEncoder, block_chunks, edge_table_embedding, positive_width
+from .pna import BlockPartials, GraphEncoder, block_chunks, edge_table_embedding, positive_width
 
 
 class RelationalAttention(MessagePassing):
@@ -89,24 +89,15 @@ class RelationalAttention(MessagePassing):
         logit, the sum of exponentials and the weighted sum of values, as in flash attention),
         and the partials are merged; no per-edge table but the edges' own is ever held."""
         q_n, k_n, v_n = self.node_qkv(x).chunk(3, dim=1)
-        partials: list[tuple[int, tuple[Tensor, Tensor, Tensor]]] = []
-        to_sources = None  # the sources' partial, merged over the target chunks of one block
+        partials = BlockPartials(_merged)
         for _, targets, sources, block in block_chunks(graph, edge_attr, self.block_chunk_size):
             q_e, k_e, v_e = self.edge_qkv(block).chunk(3, dim=-1)  # [chunk targets, sources, H]
             # each target attends over its sources; each source, over its targets (the reverse edges)
-            partials.append((targets.start, self._attend(q_n[targets].unsqueeze(1) + q_e, k_n[sources] + k_e,
-                                                         v_n[sources] + v_e, dim=1)))
-            reverse = self._attend(q_n[sources] + q_e, k_n[targets].unsqueeze(1) + k_e,
-                                   v_n[targets].unsqueeze(1) + v_e, dim=0)
-            if to_sources is not None and to_sources[0] == sources:
-                to_sources = (sources, _merged(to_sources[1], reverse))
-            else:
-                if to_sources is not None:
-                    partials.append((to_sources[0].start, to_sources[1]))
-                to_sources = (sources, reverse)
-        if to_sources is not None:
-            partials.append((to_sources[0].start, to_sources[1]))
-        x = self._node_update(x, _combine(partials, x.shape[0], self.heads, self.head_dim, x))
+            partials.to_targets(targets, self._attend(q_n[targets].unsqueeze(1) + q_e, k_n[sources] + k_e,
+                                                      v_n[sources] + v_e, dim=1))
+            partials.to_sources(sources, self._attend(q_n[sources] + q_e, k_n[targets].unsqueeze(1) + k_e,
+                                                      v_n[targets].unsqueeze(1) + v_e, dim=0))
+        x = self._node_update(x, _combine(partials.done(), x.shape[0], self.heads, self.head_dim, x))
         edge_source, edge_target = self.edge_source(x), self.edge_target(x)
         table = edge_attr if in_place else edge_attr.new_empty(edge_attr.shape)
         for rows, targets, sources, block in block_chunks(graph, edge_attr, self.block_chunk_size):

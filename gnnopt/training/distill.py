@@ -150,11 +150,18 @@ class _Pairs:
         for item in sorted(self.items, key=lambda i: (i["file"], i["window"] or 0)):
             last = runs[-1][-1] if runs else None
             if last is not None and last["file"] == item["file"] and item["window"] is not None \
-                    and last["window"] is not None and item["window"] == last["window"] + 1:
+                    and last["window"] == item["window"] - 1:
                 runs[-1].append(item)
             else:
                 runs.append([item])
         return runs
+
+    def examples(self, stateful: bool) -> list[list[dict[str, Any]]]:
+        """What a student is trained and scored on: single pairs, or for a stateful one the runs
+        longer than the burn-in (:func:`run_errors`)."""
+        if not stateful:
+            return [[item] for item in self.items]
+        return [run for run in self.runs() if len(run) > BURN_IN]
 
 
 def _features(raw: Tensor) -> Tensor:
@@ -196,7 +203,7 @@ def evaluate_pairs(student: UpdateRule, pairs: _Pairs) -> dict[str, float]:
     """Mean relative error per task."""
     by_task: dict[str, list[float]] = {}
     with torch.no_grad():
-        for run in pairs.runs() if student.stateful else [[item] for item in pairs.items]:
+        for run in pairs.examples(student.stateful):
             for error in run_errors(student, run):
                 by_task.setdefault(run[0]["task"], []).append(error.item())
     return {task: sum(v) / len(v) for task, v in by_task.items()}
@@ -212,13 +219,10 @@ def main_train(args: argparse.Namespace) -> None:
     held = [f for f in files if f.stem.endswith(f"-s{args.held_out_seed}")]
     train_files = [f for f in files if f not in held]
     train, val = _Pairs(train_files, teacher, student), _Pairs(held, teacher, student)
-    # the training examples: single pairs, or for a stateful student runs longer than the burn-in
-    examples = [[item] for item in train.items]
-    if student.stateful:
-        examples = [run for run in train.runs() if len(run) > BURN_IN]
-        if not examples or not any(len(run) > BURN_IN for run in val.runs()):
-            raise ValueError(f"a stateful student ('{student.name}') needs runs of more than {BURN_IN} consecutive "
-                             f"windows: collect its data with --segments")
+    examples = train.examples(student.stateful)
+    if student.stateful and not (examples and val.examples(True)):
+        raise ValueError(f"a stateful student ('{student.name}') needs runs of more than {BURN_IN} consecutive "
+                         f"windows: collect its data with --segments")
     print(f"{len(train)} training pairs, {len(val)} held out; student {sum(p.numel() for p in student.parameters()):,} "
           f"weights", flush=True)
     optimizer = torch.optim.Adam(student.parameters(), lr=args.lr)

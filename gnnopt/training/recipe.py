@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import hub
-from ..hub import list_pretrained
 from ..rules.base import UPDATE_FORM_DEFAULTS
 from .config import TrainConfig
 from .distill import DistillConfig
@@ -223,11 +222,11 @@ def run(recipe: Recipe, runs: Path, *, dry_run: bool = False, smoke: bool = Fals
         if dry_run:
             continue
         if state == "done":
-            pass  # nothing to run; recorded below if asked
+            pass  # nothing to run, only to record if asked
         elif isinstance(cfg, DistillConfig):  # the teacher as it is used, then collect and train
             source = Path(cfg.teacher)
             if not (source / "config.json").is_file():
-                if cfg.teacher in list_pretrained():  # a bundled rule, by name
+                if cfg.teacher in hub.list_pretrained():  # a bundled rule, by name
                     source = hub.resolve(cfg.teacher, local_files_only=True)
                 else:
                     raise FileNotFoundError(f"{source} holds no rule: run the teacher's stage first")
