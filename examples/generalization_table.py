@@ -92,20 +92,21 @@ COLUMNS: tuple[Column, ...] = (
 _SHIPPED = "recipes/pna-fmnist17/evals"  # the shipped rule's evaluations (its recipe's)
 
 #: the README's columns: the shipped rule at its defaults (nothing tuned: the lean rule
-#: distilled from stage 4, its recipe's stage ``tiny``), tuned Adam, the tuning-free optimizers
-#: at their defaults, and the previous checkpoint (stage 4 itself with the same options, fan-in
-#: factor 0.5 and graph every 10: evaluated as ``runs/pna-fanin05``, hence its label).
+#: distilled from stage 4, its recipe's stage ``tiny``, with the fan-in and depth factors and
+#: since session 17 the nominal Adam term, ``nominal_blend`` 0.5: its ``nominal-*`` evaluations),
+#: tuned Adam, the tuning-free optimizers at their defaults, and the previous checkpoint (the
+#: same weights without the nominal term: the ``tiny-*`` evaluations, session 16).
 TUNING_FREE_COLUMNS: tuple[Column, ...] = (
     Column("`pna-fmnist17` (defaults)", tuple(
-        (f"{_SHIPPED}/{folder}", "pna-fmnist17") for folder in ("tiny-1000", "tiny-w32", "tiny-d5", "tiny-w64")
+        (f"{_SHIPPED}/{folder}", "pna-fmnist17")
+        for folder in ("nominal-1000", "nominal-w32", "nominal-d5", "nominal-w64", "nominal-w128")
     ), bold_if_beats="tuned Adam"),
     COLUMNS[-1],
-    Column("Prodigy (defaults)", (("results/tuning-free", "prodigy"), ("results/tuning-free-rest", "prodigy"))),
-    Column("Schedule-Free AdamW (defaults)", (("results/tuning-free", "schedulefree"),
-                                              ("results/tuning-free-rest", "schedulefree"))),
-    Column("previous checkpoint (full width)", tuple(
-        (f"{_SHIPPED}/{folder}", "pna-fanin05")
-        for folder in ("shipped-1000", "shipped-w32", "shipped-d5", "shipped-w64")
+    *(Column(label, tuple((folder, method) for folder in
+                          ("results/tuning-free", "results/tuning-free-rest", "results/tuning-free-large")))
+      for label, method in (("Prodigy (defaults)", "prodigy"), ("Schedule-Free AdamW (defaults)", "schedulefree"))),
+    Column("previous checkpoint (no nominal term)", tuple(
+        (f"{_SHIPPED}/{folder}", "pna-fmnist17") for folder in ("tiny-1000", "tiny-w32", "tiny-d5", "tiny-w64")
     ), bold_if_beats="tuned Adam"),
 )
 

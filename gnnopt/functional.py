@@ -11,7 +11,10 @@ For every parameter element (Kofinas et al. 2024, sec. 4.3; Metz et al. 2019)::
 where ``s_t = (fan_in_ref / fan_in_t) ** fan_in_power * min(1, (depth_ref / depth) ** depth_power)``
 is a fixed factor of each parameter tensor ``t`` from the model's layout (:func:`step_factors`;
 1 with the default powers 0): a structural step size, larger for layers with few inputs and
-smaller for wide ones, and smaller in models deeper than ``depth_ref``.
+smaller for wide ones, and smaller in models deeper than ``depth_ref``. With
+``rule.config["nominal_blend"]`` B > 0, a fraction B of each tensor's ``delta`` then turns to
+Adam's direction at the same RMS (:func:`nominal_blend`), its second moment kept in the rule
+state (``NOMINAL_KEY``).
 
 A ``context`` from an earlier step may be passed in, and is then read instead of running
 the graph part again (the amortized step, ``GNNOptimizer(graph_every=K)``).
@@ -129,6 +132,12 @@ def learned_update(
     else:
         theta = torch.cat([keep(p).reshape(-1).float() for p in params])
         feats = element_features(theta, grad, new)
+    blend = rule.config["nominal_blend"]
+    if blend:  # the nominal term's second moment rides in the rule state, beside the rule's own
+        rule_state = dict(rule_state or {})
+        second = advance_second_moment(rule_state.pop(NOMINAL_KEY, None), grads,
+                                       in_place=lean and momenta_in_place)
+        rule_state = rule_state or None
     if context is None:
         table, rule_state = rule.context(feats, graph, rule_state)
         context = Context(table)
@@ -149,7 +158,60 @@ def learned_update(
     if rule.scale is not None:  # each tensor's learned step multiplier
         multipliers = rule.scale(tensor_features(graph, params, grads, progress, rule.config["fan_in_ref"])).exp()
         updates = [scaled(u, m) for u, m in zip(updates, multipliers)]
+    if blend:
+        rule_state = {**(rule_state or {}), NOMINAL_KEY: second}
+        updates = nominal_blend(updates, [m[NOMINAL_MOMENTUM] for m in new_momenta], second, blend, in_place=lean)
     return UpdateResult(updates, new_momenta, rule_state, context)
+
+
+#: the rule-state key of the nominal term's second moment (one float32 row over all elements)
+NOMINAL_KEY = "nominal_second_moment"
+#: the momentum that is the nominal term's first moment: ``m_0.9`` (``BETAS[1]``)
+NOMINAL_MOMENTUM = BETAS.index(0.9)
+NOMINAL_BETA2 = 0.999
+
+
+def advance_second_moment(second: Tensor | None, grads: Sequence[Tensor], *, in_place: bool = False) -> Tensor:
+    """``v <- 0.999 v + 0.001 g^2`` over all elements in order (``[P]`` float32; ``None``: zeros,
+    the start of a run): the second moment of the nominal term."""
+    sizes = [g.numel() for g in grads]
+    if second is None:
+        second = torch.zeros(sum(sizes), device=grads[0].device if grads else None)
+    new = second.mul_(NOMINAL_BETA2) if in_place else second.mul(NOMINAL_BETA2)
+    if grads:
+        flat = [g.detach().reshape(-1).float() for g in grads]
+        torch._foreach_addcmul_(list(new.split(sizes)), flat, flat, value=1 - NOMINAL_BETA2)
+    return new
+
+
+def nominal_blend(updates: list[Tensor], momenta: Sequence[Tensor], second: Tensor, blend: float, *,
+                  in_place: bool = False) -> list[Tensor]:
+    """``(1 - B) * u - B * rms(u) * a / rms(a)`` for each tensor: a fraction ``B`` of its learned
+    update ``u`` turned to Adam's direction ``a = m / (sqrt(v) + eps)`` (``m`` its momentum
+    ``m_0.9``, ``v`` its second moment, the tensor's slice of ``second``:
+    :func:`advance_second_moment`) at the size of the learned update, so that the step keeps the
+    rule's per-tensor size (its structural factors, its annealing) and only its direction moves.
+    Adam's bias corrections scale a whole tensor alike, so the per-tensor normalisation makes them
+    moot. A nominal Adam term steadies a learned direction where it is unsure (Harrison et al.
+    2022; measured in ``docs/NEXT_RULE.md``). ``in_place`` (the optimizer's step) writes into
+    ``updates``; all tensors at once (``torch._foreach_*``, as ``torch.optim`` does)."""
+    if not updates:
+        return updates
+    with torch.no_grad():  # Adam's direction, in one buffer: 1 / (sqrt(v) + eps), times m
+        adam = torch._foreach_sqrt([v.view(u.shape) for v, u in zip(second.split([u.numel() for u in updates]),
+                                                                     updates)])
+        torch._foreach_add_(adam, 1e-12)
+        torch._foreach_reciprocal_(adam)
+        torch._foreach_mul_(adam, [m.detach() for m in momenta])
+        adam_norms = torch.stack(torch._foreach_norm(adam))
+    norms = torch._foreach_norm(updates) if in_place else [torch.linalg.vector_norm(u) for u in updates]
+    factors = blend * torch.stack(norms) / adam_norms.clamp_min(1e-30)  # B rms(u) / rms(a): the sizes cancel
+    if in_place:
+        torch._foreach_mul_(adam, list(factors.unbind()))
+        torch._foreach_mul_(updates, 1 - blend)
+        torch._foreach_sub_(updates, adam)
+        return updates
+    return [u * (1 - blend) - a * f for u, a, f in zip(updates, adam, factors.unbind())]
 
 
 def tensor_features(graph: NeuralGraph, params: Sequence[Tensor], grads: Sequence[Tensor],

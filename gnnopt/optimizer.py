@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .functional import Context, anneal_factor, init_momenta, learned_update
+from .functional import NOMINAL_KEY, Context, anneal_factor, init_momenta, learned_update
 from .graph import LAYER, NORM, NeuralGraph, build_neural_graph, infer_kinds, layout_graph
 from .rules.base import UpdateRule
 
@@ -34,7 +34,9 @@ class GNNOptimizer(torch.optim.Optimizer):
 
     with :math:`\lambda` = ``rule.config["update_scale"]`` (0.01) and ``s_t`` the tensor's fixed
     step factor from the layout (``rule.config``'s ``fan_in_power`` and ``depth_power``;
-    :func:`gnnopt.functional.step_factors`).
+    :func:`gnnopt.functional.step_factors`). With ``rule.config["nominal_blend"]`` B > 0, a
+    fraction B of each tensor's update is then turned to Adam's direction at the same RMS
+    (:func:`gnnopt.functional.nominal_blend`; its second moment is part of the optimizer state).
     ``lr`` multiplies the learned update (1.0 = as meta-trained), so ``torch.optim.lr_scheduler`` works; weight
     decay is decoupled and also scaled by ``lr``.
 
@@ -330,13 +332,18 @@ class GNNOptimizer(torch.optim.Optimizer):
         """
         state_dict = copy.deepcopy(state_dict)
         rule_state = state_dict["state"].get(RULE_STATE_KEY)
-        if rule_state is not None:
-            nodes = next(iter(rule_state.values())).shape[0]
+        own = {k: v for k, v in (rule_state or {}).items() if k != NOMINAL_KEY}
+        if own:
+            nodes = next(iter(own.values())).shape[0]
             if nodes != self.graph.num_nodes:
                 raise ValueError(
                     f"state_dict holds a recurrent rule state for {nodes} graph nodes, "
                     f"but this optimizer's graph has {self.graph.num_nodes}"
                 )
+        second = (rule_state or {}).get(NOMINAL_KEY)
+        if second is not None and second.numel() != self.graph.num_elements:
+            raise ValueError(f"state_dict holds the nominal term's second moment of {second.numel()} elements, "
+                             f"but this optimizer's parameters have {self.graph.num_elements}")
         super().load_state_dict(state_dict)
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         for saved_id, p in zip(saved_ids, self._all_params()):

@@ -162,6 +162,50 @@ def test_structural_factors_scale_each_tensor_as_a_per_tensor_lr_would(form):
     assert not torch.equal(next(models[1].parameters()), next(model.parameters()))  # it did step
 
 
+@pytest.mark.parametrize("rule_name, tracked", [("pna", False), ("pna", True), ("ff", False), ("pna_lstm", False)])
+def test_nominal_blend_turns_part_of_each_update_to_adams_direction_at_its_rms(rule_name, tracked):
+    """``nominal_blend`` B: each tensor's update becomes ``(1 - B) u - B rms(u) a / rms(a)``,
+    ``u`` the update without it and ``a`` the direction of ``torch.optim.Adam`` (betas 0.9 and
+    0.999) run on the same gradients, in the optimizer's in-place step and with autograd on;
+    the second moment rides in the rule state, beside a recurrent rule's own."""
+    from gnnopt.functional import NOMINAL_KEY
+
+    torch.manual_seed(0)
+    model = small_cnn()
+    named = list(model.named_parameters())
+    graph = build_neural_graph([n for n, _ in named], [p.shape for _, p in named])
+    params = [p.detach() for _, p in named]
+    base = create(rule_name, fan_in_power=0.5)
+    rules = {b: create(rule_name, fan_in_power=0.5, nominal_blend=b) for b in (0.5, 1.0)}
+    for rule in rules.values():
+        rule.load_state_dict(base.state_dict())
+    shadows = [p.clone().requires_grad_() for p in params]
+    adam = torch.optim.Adam(shadows, lr=1.0)
+    momenta = {b: [init_momenta(p) for p in params] for b in (0.0, *rules)}
+    states = {b: base.init_state(graph, torch.device("cpu")) for b in momenta}
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params]
+        before = [s.detach().clone() for s in shadows]
+        for s, g in zip(shadows, grads):
+            s.grad = g.clone()
+        adam.step()  # lr 1: the step is minus Adam's direction
+        directions = [b - s.detach() for s, b in zip(shadows, before)]
+        with torch.set_grad_enabled(tracked):
+            plain = learned_update(base, graph, params, grads, momenta[0.0], states[0.0])
+            momenta[0.0], states[0.0] = plain.momenta, plain.rule_state
+            for blend, rule in rules.items():
+                out = learned_update(rule, graph, params, grads, momenta[blend], states[blend])
+                momenta[blend], states[blend] = out.momenta, out.rule_state
+                assert set(out.rule_state) == {NOMINAL_KEY, *(plain.rule_state or {})}
+                for u, v, a in zip(plain.updates, out.updates, directions):
+                    u, v = u.detach(), v.detach()
+                    rms = u.square().mean().sqrt()
+                    torch.testing.assert_close(v, (1 - blend) * u - blend * rms * a / a.square().mean().sqrt(),
+                                               rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="nominal_blend"):
+        create(rule_name, nominal_blend=1.5)
+
+
 def test_scale_module_starts_as_the_rule_and_then_multiplies_each_tensor():
     """A scale module (``scale_hidden``) starts at zero output: the rule's own updates, bit for
     bit. Its output ``s_t`` multiplies tensor ``t``'s update by ``exp(s_t)``, from what

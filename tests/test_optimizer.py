@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from conftest import make_sign_descent, small_batch, small_cnn
 from gnnopt import GNNOptimizer
+from gnnopt.functional import NOMINAL_KEY
 from gnnopt.rules import create
 
 
@@ -170,18 +171,21 @@ def test_skips_params_without_grad(rule_name):
     assert not torch.equal(params[2], stepped)  # the others still stepped
 
 
-def test_state_dict_roundtrip_continues_bit_identically(rule_name):
+@pytest.mark.parametrize("form", [{}, {"nominal_blend": 0.5}], ids=["", "nominal"])
+def test_state_dict_roundtrip_continues_bit_identically(rule_name, form):
     torch.manual_seed(0)
     model = small_cnn()
-    rule = create(rule_name)
+    rule = create(rule_name, **form)
     opt = GNNOptimizer(model.named_parameters(), rule)
     for step in range(3):
         _backward(model, opt, seed=step)
         opt.step()
     saved_model = copy.deepcopy(model.state_dict())
     saved = copy.deepcopy(opt.state_dict())
-    if rule.stateful:
+    if rule.stateful or form:
         assert "rule_state" in saved["state"]
+    if form:  # the nominal term's second moment is part of the optimizer's state
+        assert NOMINAL_KEY in opt.state["rule_state"]
     for step in range(3, 6):
         _backward(model, opt, seed=step)
         opt.step()

@@ -72,8 +72,10 @@ def get_rule_class(name: str) -> type[UpdateRule]:
 #: * ``graph_every``: the default of ``GNNOptimizer(graph_every=...)`` for this rule.
 #: * ``anneal_fraction``: with ``GNNOptimizer(total_steps=T)``, the update decays linearly to 0
 #:   over this last fraction of the T steps (:func:`gnnopt.functional.anneal_factor`).
+#: * ``nominal_blend`` (B): a fraction B of each tensor's update is turned to a nominal
+#:   direction, Adam's, at the update's RMS (:func:`gnnopt.functional.nominal_blend`); 0 turns it off.
 UPDATE_FORM_DEFAULTS: dict[str, Any] = {"fan_in_power": 0.0, "fan_in_ref": 144, "depth_power": 0.0, "depth_ref": 4,
-                                        "graph_every": 1, "anneal_fraction": 0.2}
+                                        "graph_every": 1, "anneal_fraction": 0.2, "nominal_blend": 0.0}
 
 
 #: The optional scale module (issue "Tuning-free"): ``scale_hidden`` ``None`` (none, the
@@ -152,6 +154,8 @@ class UpdateRule(nn.Module):
         for key in ("fan_in_power", "depth_power"):
             if not math.isfinite(merged[key]):
                 raise ValueError(f"Invalid {key}: {merged[key]}")
+        if not 0 <= merged["nominal_blend"] <= 1:
+            raise ValueError(f"Invalid nominal_blend: {merged['nominal_blend']} (0 <= it <= 1)")
         if not 0 < merged["anneal_fraction"] <= 1:
             raise ValueError(f"Invalid anneal_fraction: {merged['anneal_fraction']} (0 < it <= 1)")
         hidden = merged["scale_hidden"]
