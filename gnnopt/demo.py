@@ -67,8 +67,8 @@ def main(argv=None) -> int:
     results, curves = {}, []
     for label, make in methods.items():
         with tqdm(total=args.steps, desc=label, unit="step") as bar:
-            result = train_optimizee(task, data, _counting(make, bar), steps=args.steps, seed=args.seed,
-                                     split="test", record_every=args.record_every)
+            result = train_optimizee(task, data, make, steps=args.steps, seed=args.seed, split="test",
+                                     record_every=args.record_every, progress=bar)
         results[label] = result
         curves += [{"task": "fmnist17 (embedded subset)", "method": label, "seed": args.seed, **r}
                    for r in result["curve"]]
@@ -89,16 +89,6 @@ def main(argv=None) -> int:
     except ImportError as err:
         print(f"\n(no plot: {err})")
     return 0
-
-
-def _counting(make, bar):
-    """Wrap an optimizer factory so every step advances the progress bar."""
-    def factory(model):
-        opt = make(model)
-        opt.register_step_post_hook(lambda *_: bar.update(1))
-        return opt
-
-    return factory
 
 
 if __name__ == "__main__":

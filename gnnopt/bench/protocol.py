@@ -37,12 +37,14 @@ def train_optimizee(
     seed: int,
     split: str = "test",
     record_every: int | None = None,
+    progress=None,
 ) -> dict[str, Any]:
     """Train a fresh ``task`` model for ``steps`` steps; evaluate on ``data.<split>``.
 
     Returns ``{"loss", "accuracy", "curve": [{"step", "train_loss", "loss", "accuracy"}]}``
     where the curve is recorded every ``record_every`` steps (and at the end). A model
     whose training loss turns non-finite is recorded as diverged from that step on.
+    ``progress`` (a tqdm bar) is advanced by one every step.
     """
     if split not in ("val", "test"):
         raise ValueError(f"Invalid split: {split!r} (use 'val' or 'test')")
@@ -62,6 +64,8 @@ def train_optimizee(
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
+        if progress is not None:
+            progress.update(1)
         running, count = running + loss.detach(), count + 1
         last = step == steps
         if last or (record_every and step % record_every == 0):
@@ -132,13 +136,24 @@ def _tune(method: str, make: Callable[[float], Callable[[nn.Module], torch.optim
         for seed in seeds:
             key = run_key(task, data, f"{method} lr {lr!r}", steps=steps, seed=seed, split="val",
                            record_every=None)
-            result = stored(store, key, lambda: train_optimizee(task, data, make(lr), steps=steps, seed=seed,
-                                                                 split="val"))
+            result = _counted(store, key, lambda bar: train_optimizee(
+                task, data, make(lr), steps=steps, seed=seed, split="val", progress=bar), steps, progress)
             accs.append(result["accuracy"])
-            if progress is not None:
-                progress.update(1)
         scores[lr] = statistics.fmean(accs)
     return max(scores, key=scores.get), scores
+
+
+def _counted(store: RunStore | None, key: dict[str, Any], train: Callable[[Any], dict[str, Any]], steps: int,
+             bar) -> dict[str, Any]:
+    """``stored`` for a run of ``steps`` steps that advances ``bar`` (a tqdm bar counting steps, or
+    ``None``) as it trains; a run read back from the store, or one that diverged early, is
+    counted in full."""
+    if bar is None:
+        return stored(store, key, lambda: train(None))
+    start = bar.n
+    result = stored(store, key, lambda: train(bar))
+    bar.update(start + steps - bar.n)
+    return result
 
 
 def compare(
@@ -191,7 +206,8 @@ def compare(
             multiplier, info = rule_lr, {"lr": rule_lr}
             if rule_grid:
                 tuning = list(seeds)[:tune_seeds]
-                with tqdm(total=len(rule_grid) * len(tuning), desc=f"{requested}: tuning {label} lr on val") as bar:
+                with tqdm(total=len(rule_grid) * len(tuning) * steps, desc=f"{requested}: tuning {label} lr on val",
+                          unit="step") as bar:
                     multiplier, scores = tune_rule_lr(rule, task, task_data, steps=steps, seeds=tuning,
                                                       grid=rule_grid, progress=bar, store=store,
                                                       graph_every=graph_every,
@@ -220,7 +236,8 @@ def compare(
             elif chosen is None:
                 tuning = list(seeds)[:tune_seeds]
                 points = list(grid or DEFAULT_LR_GRIDS[base])
-                with tqdm(total=len(points) * len(tuning), desc=f"{requested}: tuning {base} lr on val") as bar:
+                with tqdm(total=len(points) * len(tuning) * steps, desc=f"{requested}: tuning {base} lr on val",
+                          unit="step") as bar:
                     chosen, scores = tune_lr(base, task, task_data, steps=steps, seeds=tuning, grid=points,
                                              progress=bar, store=store)
                 info["tuning_val_acc"] = {str(k): v for k, v in scores.items()}
@@ -229,18 +246,19 @@ def compare(
             methods.append((label, lambda m, b=base, l=chosen: make_baseline(b, m, l, total_steps=steps), info,
                             f"{base} lr {chosen!r}"))
         task_rows, task_curves = [], []
-        with warnings.catch_warnings(), tqdm(total=len(methods) * len(seeds), desc=f"{requested}: evaluating") as bar:
+        with warnings.catch_warnings(), tqdm(total=len(methods) * len(seeds) * steps, desc=f"{requested}: evaluating",
+                                             unit="step") as bar:
             warnings.simplefilter("once")
             for label, make, info, method in methods:
                 finals = []
                 for seed in seeds:
                     key = run_key(task, task_data, method, steps=steps, seed=seed, split="test",
                                    record_every=record_every)
-                    result = stored(store, key, lambda: train_optimizee(
-                        task, task_data, make, steps=steps, seed=seed, split="test", record_every=record_every))
+                    result = _counted(store, key, lambda progress: train_optimizee(
+                        task, task_data, make, steps=steps, seed=seed, split="test", record_every=record_every,
+                        progress=progress), steps, bar)
                     finals.append(result["accuracy"])
                     task_curves += [{"task": requested, "method": label, "seed": seed, **r} for r in result["curve"]]
-                    bar.update(1)
                 task_rows.append({"task": requested, "method": label, "seeds": list(seeds), "steps": steps,
                                   "test_acc": finals, "mean": statistics.fmean(finals),
                                   "std": statistics.pstdev(finals), "data": task_data.source, **info,

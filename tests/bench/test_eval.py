@@ -114,6 +114,19 @@ def test_cli_resume_reuses_finished_runs_and_only_those(tmp_path, monkeypatch):
     assert calls == [101]  # the rule's run again; Adam's runs reused
 
 
+def test_cli_progress_counts_steps_of_trained_and_reused_runs(tmp_path, capsys):
+    """The evaluation's progress bar counts optimizer steps (a long run shows it moving), and a
+    run read back by ``--resume`` counts in full, so the bar ends at its total."""
+    torch.manual_seed(0)
+    create("ff").save_pretrained(tmp_path / "rule")
+    args = ["--task", "fmnist17", "--rule", str(tmp_path / "rule"), "--steps", "10", "--embedded",
+            "--out", str(tmp_path / "eval"), "--resume"]
+    assert eval_main([*args, "--seeds", "101"]) == 0
+    assert "10/10" in capsys.readouterr().err
+    assert eval_main([*args, "--seeds", "101-102"]) == 0  # seed 101 reused, 102 trained
+    assert "20/20" in capsys.readouterr().err
+
+
 def test_tune_rule_lr_picks_the_multiplier_on_validation(tmp_path, monkeypatch):
     """``--tune-rule-lr`` tunes a rule's update multiplier over the grid on the validation
     split (as Adam's lr is), then trains the test runs with the chosen multiplier."""
