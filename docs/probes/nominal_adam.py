@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--tell-length", action="store_true", help="GNNOptimizer(total_steps=--steps)")
     args = parser.parse_args()
     rule = load_rule(args.rule)
+    # the wrapper is the nominal term here: the rule runs without its own (pna-fmnist17 ships
+    # B = 0.5 since this probe), so that B = 0 is the rule alone and B is the only blend
+    rule.config["nominal_blend"] = 0.0
     total = args.steps if args.tell_length else None
     record = 1000 if args.steps > 1000 else None
     extra = {} if args.kind == "adam" else {"kind": args.kind}
