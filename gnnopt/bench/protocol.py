@@ -146,13 +146,16 @@ def _tune(method: str, make: Callable[[float], Callable[[nn.Module], torch.optim
 def _counted(store: RunStore | None, key: dict[str, Any], train: Callable[[Any], dict[str, Any]], steps: int,
              bar) -> dict[str, Any]:
     """``stored`` for a run of ``steps`` steps that advances ``bar`` (a tqdm bar counting steps, or
-    ``None``) as it trains; a run read back from the store, or one that diverged early, is
-    counted in full."""
+    ``None``) as it trains. Steps not trained (a run read back from the store, or the rest of one
+    that diverged early) leave the bar's total rather than advance it, so its rate and time left
+    describe the work actually done."""
     if bar is None:
         return stored(store, key, lambda: train(None))
     start = bar.n
     result = stored(store, key, lambda: train(bar))
-    bar.update(start + steps - bar.n)
+    if bar.total is not None:
+        bar.total -= start + steps - bar.n
+        bar.refresh()
     return result
 
 
