@@ -103,7 +103,8 @@ TUNING_FREE_COLUMNS: tuple[Column, ...] = (
     ), bold_if_beats="tuned Adam"),
     COLUMNS[-1],
     *(Column(label, tuple((folder, method) for folder in
-                          ("results/tuning-free", "results/tuning-free-rest", "results/tuning-free-large")))
+                          ("results/tuning-free", "results/tuning-free-rest", "results/tuning-free-large",
+                           "results/tuning-free-w128")))
       for label, method in (("Prodigy (defaults)", "prodigy"), ("Schedule-Free AdamW (defaults)", "schedulefree"))),
     Column("previous checkpoint (no nominal term)", tuple(
         (f"{_SHIPPED}/{folder}", "pna-fmnist17") for folder in ("tiny-1000", "tiny-w32", "tiny-d5", "tiny-w64")
