@@ -43,6 +43,17 @@ def check(folders: list[Path], *, after: int, floor: float) -> tuple[list[dict],
     return rows, ok
 
 
+def seed_ranges(seeds: list[int]) -> str:
+    """Sorted seeds as runs of consecutive ones, the way ``--seeds`` takes them: ``101-103, 106``."""
+    runs: list[list[int]] = []
+    for seed in sorted(seeds):
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", type=Path, help="evaluation output folders (--out of gnnopt.eval)")
@@ -58,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
           f"| at or above {100 * args.floor:g}% |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        seeds = f"{r['seeds'][0]}-{r['seeds'][-1]} ({len(r['seeds'])})"
+        seeds = f"{seed_ranges(r['seeds'])} ({len(r['seeds'])})"
         lowest = "no record" if r["lowest"] is None else \
             f"{100 * r['lowest'][0]:.2f} (seed {r['lowest'][1]}, step {r['lowest'][2]})"
         print(f"| {r['task']} | {r['method']} | {seeds} | {r['steps']} | {len(r['diverged'])} | {lowest} | "

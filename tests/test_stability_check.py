@@ -41,3 +41,9 @@ def test_flags_divergence_and_dips_after_the_given_step(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert stability_check.main([str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_seeds_are_written_as_runs_of_consecutive_ones():
+    assert stability_check.seed_ranges([106, 101, 102]) == "101-102, 106"
+    assert stability_check.seed_ranges(list(range(101, 111))) == "101-110"
+    assert stability_check.seed_ranges([7]) == "7"
