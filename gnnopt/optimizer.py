@@ -70,8 +70,8 @@ class GNNOptimizer(torch.optim.Optimizer):
             ``rule.config["graph_every"]`` (what its checkpoint was measured with).
         total_steps: the run's length, if known (like a scheduler's ``T_max``): the update then
             decays linearly to 0 over the last ``rule.config["anneal_fraction"]`` (0.2) of
-            it, and stays 0 after it. ``None`` (the default): no decay. It multiplies ``lr``,
-            so a scheduler still composes with it.
+            it, and stays 0 after it (the first step past it warns). ``None`` (the default):
+            no decay. It multiplies ``lr``, so a scheduler still composes with it.
 
     Gradients that are not finite never reach the parameters: the step is skipped for the
     affected param group, a ``RuntimeWarning`` is issued and
@@ -287,6 +287,9 @@ class GNNOptimizer(torch.optim.Optimizer):
         anneal = anneal_factor(horizon, self.total_steps, self.rule.config["anneal_fraction"])
         if self.total_steps is not None:
             self.state[HORIZON_STEP_KEY] = horizon + 1
+            if horizon == self.total_steps:  # once: the first step past the run's length
+                warnings.warn(f"step() past total_steps={self.total_steps}: the update is 0 from here on "
+                              "(pass a larger total_steps, or None)", RuntimeWarning, stacklevel=2)
         i = 0
         for group in self.param_groups:
             lr, wd = group["lr"] * anneal, group["weight_decay"]
