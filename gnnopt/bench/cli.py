@@ -51,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a hand-designed baseline (repeatable)")
     p.add_argument("--task", default="fmnist17",
                    help=f"task name or id; several separated by commas ({', '.join(list_tasks())})")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--seeds", type=parse_seeds, default=list(protocol.DEFAULT_SEEDS), help="e.g. 101-105 or 101,103")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps per run (default 1000)")
+    p.add_argument("--seeds", type=parse_seeds, default=list(protocol.DEFAULT_SEEDS),
+                   help=f"e.g. 101-105 or 101,103 (default {protocol.DEFAULT_SEEDS[0]}-{protocol.DEFAULT_SEEDS[-1]})")
     p.add_argument("--lr", type=float, default=None, help="baseline learning rate (skips tuning)")
-    p.add_argument("--tune-seeds", type=int, default=3, help="how many of the seeds tune the baseline lr")
-    p.add_argument("--record-every", type=int, default=50)
+    p.add_argument("--tune-seeds", type=int, default=3, help="how many of the seeds tune the baseline lr (default 3)")
+    p.add_argument("--record-every", type=int, default=50, metavar="N",
+                   help="record training loss and test accuracy every N steps (default 50)")
     p.add_argument("--report-steps", type=parse_seeds, default=[], metavar="STEPS",
                    help="also tabulate test accuracy at these recorded steps, e.g. 1000 (with --steps 5000)")
     p.add_argument("--rule-lr", type=float, default=1.0, help="lr multiplier of learned rules")
@@ -68,13 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tell-length", action="store_true",
                    help="tell each rule the run's length (GNNOptimizer(total_steps=--steps)): its update "
                         "anneals over the run's end")
-    p.add_argument("--out", type=Path, default=Path("eval-out"))
+    p.add_argument("--out", type=Path, default=Path("eval-out"),
+                   help="output folder: results.md/.json, curves.csv/.png, runs/ (default eval-out)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the runs a stopped evaluation with the same --out finished (OUT/runs/)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None,
+                   help="the data set's folder (default: $GNNOPT_DATA, then Debian's /usr/share/datasets/fashion-mnist, ...)")
     p.add_argument("--embedded", action="store_true", help="use the small embedded FashionMNIST subset (not for results)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     return p
 
 
