@@ -34,12 +34,14 @@ def default_rule() -> str | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m gnnopt.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--rule", default=None, help=f"bundled name, directory or Hub id (default: {PREFERRED})")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1000, help="training steps for each optimizer (default 1000)")
     p.add_argument("--adam-lr", type=float, default=1e-2, help="Adam's learning rate (1e-2 is tuned for task 17)")
-    p.add_argument("--seed", type=int, default=101)
-    p.add_argument("--record-every", type=int, default=50)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--plot", type=Path, default=Path("gnnopt-demo.png"))
+    p.add_argument("--seed", type=int, default=101, help="the model's and the batches' seed (default 101)")
+    p.add_argument("--record-every", type=int, default=50, metavar="N",
+                   help="record loss and accuracy every N steps: the plot's points (default 50)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--plot", type=Path, default=Path("gnnopt-demo.png"),
+                   help="where the plot goes (default gnnopt-demo.png)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.record_every < 1:
         print("error: --steps and --record-every must be positive", file=sys.stderr)
