@@ -151,6 +151,14 @@ class GNNOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         _check_options(param_group.get("lr", 0.0), param_group.get("weight_decay", 0.0))
+        params = param_group.get("params")
+        if not isinstance(params, (Tensor, set)) and params is not None:  # torch refuses sets itself
+            params = param_group["params"] = list(params)  # a generator is read once, here
+            if (getattr(self, "param_groups", None) and "param_names" in self.param_groups[0]
+                    and not all(isinstance(p, tuple) for p in params)):
+                raise ValueError("this optimizer's parameters are named (it was built from a model or "
+                                 "from named_parameters()), so a new group must be too: "
+                                 "add_param_group({'params': list(module.named_parameters()), ...})")
         super().add_param_group(param_group)
         if hasattr(self, "_graph"):  # not during __init__, which builds once at the end
             self._rebuild_graph()

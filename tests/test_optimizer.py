@@ -154,6 +154,17 @@ def test_add_param_group_rebuilds_graph(rule_name):
     assert not torch.equal(before, named[-1][1])
 
 
+def test_add_param_group_without_names_to_a_named_optimizer_says_how():
+    model = small_cnn()
+    named = list(model.named_parameters())
+    opt = GNNOptimizer(named[:4], create("ff"))
+    with pytest.raises(ValueError, match="named_parameters"):
+        opt.add_param_group({"params": (p for _, p in named[4:])})
+    assert len(opt.param_groups) == 1 and opt.graph.num_tensors == 4
+    opt.add_param_group({"params": (item for item in named[4:])})  # a generator of (name, tensor)
+    assert opt.graph.num_tensors == len(named)
+
+
 def test_skips_params_without_grad(rule_name):
     torch.manual_seed(0)
     model = small_cnn()
